@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
@@ -24,6 +24,9 @@ Validity = Literal["Valid", "NoService", "InvalidServiceType"]
 Protocol = Literal["TCP", "UDP", "SCTP"]
 AddressType = Literal["IPv4", "IPv6", "FQDN"]
 Health = Literal["Healthy", "Unhealthy"]
+# A timestamp must carry its offset: naive and aware datetimes cannot be compared, so one naive
+# ``created`` would break the precedence sort of every subscriber.
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Port(
@@ -78,7 +81,7 @@ class ExportUpserted(Event, frozen=True, tag="export.upserted.v1"):
     namespace: str
     name: str
     uid: str
-    created: datetime
+    created: AwareDatetime
     validity: Validity = "Valid"
     service_type: ServiceType = "ClusterSetIP"
     ports: tuple[Port, ...] = ()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -24,6 +24,7 @@ import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from engine import logs
 from engine.errors import PermanentError, TransientError
 
 Obj = dict[str, Any]
@@ -310,9 +311,124 @@ async def install_crds(kube: Kube, timeout: float = 60.0) -> None:
         name = doc["metadata"]["name"]
         while True:
             crd = await kube.get(CRDS, None, name)
-            conds = (crd or {}).get("status", {}).get("conditions", [])
+            conds = ((crd or {}).get("status") or {}).get("conditions") or []
             if any(c["type"] == "Established" and c["status"] == "True" for c in conds):
                 break
             if asyncio.get_running_loop().time() > deadline:
                 raise TransientError(f"CRD {name} not established after {timeout}s")
             await asyncio.sleep(0.1)
+
+
+# --- informers -----------------------------------------------------------------------------
+
+ObjKey = tuple[str, str]
+
+
+def key_of(obj: Obj) -> ObjKey:
+    meta = obj.get("metadata", {})
+    return (str(meta.get("namespace", "")), str(meta["name"]))
+
+
+class Informer:
+    """List, then watch with resume, keeping a cache of one resource's objects.
+
+    ``on_change(old, new)`` runs for every add (old None), update and delete (new None),
+    including those a relist discovers. A watch that ends is resumed from the last
+    resourceVersion (bookmarks included); ``410 Gone`` relists; transient failures back off
+    and retry forever. ``synced`` is set after the first list.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        res: Resource,
+        on_change: Callable[[Obj | None, Obj | None], None] | None = None,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        watch_timeout: int = 240,
+    ) -> None:
+        self.kube = kube
+        self.res = res
+        self.on_change = on_change
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.watch_timeout = watch_timeout
+        self.cache: dict[ObjKey, Obj] = {}
+        self.synced = asyncio.Event()
+        self.relists = 0
+        self._log = logs.get("mcsync.informer").bind(kind=res.kind)
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        return self.cache.get((namespace, name))
+
+    def observe(self, obj: Obj) -> None:
+        """Record an object we just wrote (the API's answer) before its watch event comes."""
+        obj.setdefault("apiVersion", self.res.api_version)
+        obj.setdefault("kind", self.res.kind)
+        self._set(obj)
+
+    def forget(self, namespace: str, name: str) -> None:
+        old = self.cache.pop((namespace, name), None)
+        if old is not None and self.on_change:
+            self.on_change(old, None)
+
+    def _set(self, obj: Obj) -> None:
+        k = key_of(obj)
+        old = self.cache.get(k)
+        if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) < int(_rv(old)):
+            return  # an older version arriving late
+        self.cache[k] = obj
+        if self.on_change:
+            self.on_change(old, obj)
+
+    async def _relist(self) -> str:
+        items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
+        fresh = {key_of(i): i for i in items}
+        for k in [k for k in self.cache if k not in fresh]:
+            self.forget(*k)
+        for obj in items:
+            old = self.cache.get(key_of(obj))
+            if old is None or _rv(old) != _rv(obj):
+                self.cache[key_of(obj)] = obj
+                if self.on_change:
+                    self.on_change(old, obj)
+        self.relists += 1
+        return rv
+
+    async def run(self) -> None:
+        backoff = 0.2
+        rv = ""
+        while True:
+            try:
+                if not rv:
+                    rv = await self._relist()
+                    self.synced.set()
+                async for etype, obj in self.kube.watch(
+                    self.res, rv, self.namespace, self.label_selector, self.watch_timeout
+                ):
+                    rv = _rv(obj) or rv
+                    if etype == "BOOKMARK":
+                        continue
+                    obj.setdefault("apiVersion", self.res.api_version)
+                    obj.setdefault("kind", self.res.kind)
+                    if etype == "DELETED":
+                        k = key_of(obj)
+                        old = self.cache.pop(k, None)
+                        if self.on_change:
+                            self.on_change(old or obj, None)
+                    else:
+                        self._set(obj)
+                backoff = 0.2
+            except Gone:
+                self._log.info("watch.gone_relisting")
+                rv = ""
+            except (TransientError, KubeError) as exc:
+                self._log.warning("watch.failed", error=str(exc)[:300], retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                if isinstance(exc, KubeError):
+                    rv = ""
+
+
+def _rv(obj: Obj) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))

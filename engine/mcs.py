@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from engine import events as ev
@@ -232,7 +232,7 @@ def _conflict_condition(
         return Condition("Conflict", "False", "NoConflicts", "All exports agree")
     fields = ", ".join(_FIELD_OF_REASON[r] for r in reasons)
     disagree = set().union(*differs.values())
-    created = winner.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = winner.created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     message = (
         f"Conflicting {fields}. Using the values from the oldest ServiceExport, in cluster "
         f'"{winner.cluster}" (created {created}); '

@@ -53,7 +53,7 @@ def unescape(token: str) -> str:
 
 def is_dns_label(value: str) -> bool:
     """True for an RFC-1123 DNS label: lower-case, at most 63 characters."""
-    return bool(_DNS_LABEL.match(value))
+    return bool(_DNS_LABEL.fullmatch(value))
 
 
 def check_label(what: str, value: str) -> str:
@@ -138,9 +138,15 @@ def parse(subject: str) -> Parsed:
     tokens = subject.split(".")
     if len(tokens) < 4 or tokens[0] != PREFIX:
         raise ValueError(f"not an mcsync subject: {subject!r}")
+    if not (is_dns_label(tokens[1]) and is_dns_label(tokens[2])):
+        raise ValueError(f"not an mcsync subject (clusterset or cluster token): {subject!r}")
     kind = tokens[3]
     arity = _ARITY.get(kind)
     if arity is None or len(tokens) != 4 + arity:
         raise ValueError(f"not an mcsync subject: {subject!r}")
     parts = tuple(unescape(t) for t in tokens[4:])
+    # One key, one subject: only the canonical escaping of a name is accepted, so two subjects
+    # never fold into the same key, and wildcards or empty tokens are never keys.
+    if any(not t or escape(p) != t for p, t in zip(parts, tokens[4:], strict=True)):
+        raise ValueError(f"not an mcsync subject (non-canonical name token): {subject!r}")
     return Parsed(tokens[1], tokens[2], kind, parts)  # type: ignore[arg-type]

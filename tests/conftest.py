@@ -64,14 +64,13 @@ async def clusterset(
     local_clusters: controlplane.LocalClusters, nats_server: NatsServer
 ) -> AsyncIterator[ClusterSet]:
     handles: list[ClusterHandle] = []
-    for c in local_clusters.clusters:
-        api = await kube.load_client(c.kubeconfig_path)
-        k = kube.Kube(api, field_manager="mcsync-tests")
-        await kube.install_crds(k)
-        handles.append(ClusterHandle(c.name, api, k, c))
-    cs = ClusterSet(handles, local_clusters, nats_server, {h.name: h for h in handles})
     try:
-        yield cs
+        for c in local_clusters.clusters:
+            api = await kube.load_client(c.kubeconfig_path)
+            k = kube.Kube(api, field_manager="mcsync-tests")
+            handles.append(ClusterHandle(c.name, api, k, c))
+            await kube.install_crds(k)
+        yield ClusterSet(handles, local_clusters, nats_server, {h.name: h for h in handles})
     finally:
         for h in handles:
             await h.api.close()

@@ -118,10 +118,7 @@ def at(schema: dict[str, Any], path: str) -> dict[str, Any]:
     """Walk a dotted path of property names; ``[]`` steps into array items."""
     node = schema
     for part in path.split("."):
-        if part == "[]":
-            node = node["items"]
-        else:
-            node = node["properties"][part]
+        node = node["items"] if part == "[]" else node["properties"][part]
     return node
 
 

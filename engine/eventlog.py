@@ -1,0 +1,529 @@
+"""The JetStream log: the one port through which events are written and read.
+
+* :func:`connect` - a connection that reconnects forever with backoff (nats-py's default gives up
+  after 60 tries and closes the connection for good);
+* :func:`ensure_stream` - the clusterset's stream (file storage, deny delete and purge, direct
+  get, per-message TTL, a duplicate window) and its dead-letter stream;
+* :class:`EventLog` - acked appends with a deterministic ``Nats-Msg-Id``, CloudEvents
+  binary-mode headers and ``Nats-Expected-Last-Subject-Sequence`` (a stale writer gets a
+  :class:`~engine.errors.ConflictError`); bulk appends with bounded concurrency where every ack
+  is awaited with a timeout (nats-py's ``publish_async`` never resolves a future on a server
+  error); reading the last event per subject; following; replaying a range;
+* :func:`decode_message` - the strict reader of one message: anything that is not a valid
+  mcsync event raises :class:`~engine.errors.DecodeError` and goes to the dead-letter stream.
+
+Core ``nc.publish`` is never used to write the log: it drops messages under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, unquote
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from engine import events as ev
+from engine import logs, subjects
+from engine.errors import ConflictError, DecodeError, TransientError
+from engine.fold import Envelope
+
+log = logs.get("mcsync.eventlog")
+
+CE_SPECVERSION: Final = "1.0"
+CE_TYPE_PREFIX: Final = "io.mcsync."
+WRONG_LAST_SEQUENCE: Final = 10071
+_ACTUAL = re.compile(r"wrong last sequence: (\d+)")
+
+
+# --- connection and stream -----------------------------------------------------------------
+
+
+async def connect(
+    servers: str | Sequence[str],
+    name: str = "mcsync",
+    credentials: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    on_state: Callable[[str], None] | None = None,
+) -> NATS:
+    """Connect with reconnects that never give up."""
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats.error", error=repr(exc))
+
+    async def disconnected_cb() -> None:
+        log.warning("nats.disconnected")
+        if on_state:
+            on_state("disconnected")
+
+    async def reconnected_cb() -> None:
+        log.info("nats.reconnected")
+        if on_state:
+            on_state("connected")
+
+    kwargs: dict[str, Any] = {}
+    if credentials:
+        kwargs["user_credentials"] = credentials
+    if user:
+        kwargs["user"] = user
+        kwargs["password"] = password
+    return await nats.connect(
+        servers=[servers] if isinstance(servers, str) else list(servers),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        pending_size=64 * 1024 * 1024,
+        error_cb=error_cb,
+        disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb,
+        **kwargs,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the clusterset's stream is provisioned."""
+
+    replicas: int = 1
+    """JetStream replicas (1, or 3/5 on a clustered server)."""
+    max_age_seconds: float = 0
+    """Drop events older than this (0 keeps history forever)."""
+    duplicate_window_seconds: float = 120
+    """How long JetStream remembers ``Nats-Msg-Id``s to drop re-published events."""
+    max_msg_size: int = ev.MAX_EVENT_BYTES
+
+
+def dead_letter_subject(clusterset: str, cluster: str) -> str:
+    return f"mcsyncdlq.{clusterset}.{cluster}"
+
+
+def dead_letter_stream(clusterset: str) -> str:
+    return subjects.stream_name(clusterset) + "_DLQ"
+
+
+async def ensure_stream(js: JetStreamContext, clusterset: str, settings: StreamSettings) -> None:
+    """Create the clusterset's stream (and its dead-letter stream) or bring their config up."""
+    main = api.StreamConfig(
+        name=subjects.stream_name(clusterset),
+        description=f"mcsync event log of clusterset {clusterset}",
+        subjects=[subjects.all_subjects(clusterset)],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=settings.max_age_seconds,
+        duplicate_window=settings.duplicate_window_seconds,
+        max_msg_size=settings.max_msg_size,
+        discard=api.DiscardPolicy.OLD,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+    )
+    dlq = api.StreamConfig(
+        name=dead_letter_stream(clusterset),
+        description=f"mcsync messages of clusterset {clusterset} that did not decode",
+        subjects=[f"mcsyncdlq.{clusterset}.>"],
+        storage=api.StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=7 * 24 * 3600,
+        max_msgs=100_000,
+    )
+    for cfg in (main, dlq):
+        try:
+            await js.add_stream(cfg)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # stream name already in use with another config
+                raise
+            await js.update_stream(cfg)
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _ce_encode(value: str) -> str:
+    """Percent-encode a CloudEvents header value (NATS binding rules)."""
+    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x25)))
+
+
+def headers_for(
+    event: ev.Event, subject: str, msg_id: str, now: datetime, clusterset: str
+) -> dict[str, str]:
+    return {
+        "Nats-Msg-Id": msg_id,
+        "ce-specversion": CE_SPECVERSION,
+        "ce-id": msg_id,
+        "ce-source": _ce_encode(f"/mcsync/{clusterset}/{event.cluster}"),
+        "ce-type": CE_TYPE_PREFIX + ev.tag_of(type(event)),
+        "ce-time": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "ce-datacontenttype": "application/json",
+        "ce-subject": _ce_encode(subject),
+    }
+
+
+def decode_message(
+    subject: str, seq: int, time: datetime, headers: dict[str, str] | None, data: bytes
+) -> Envelope:
+    """Decode one message of the log strictly; raise :class:`DecodeError` on anything odd."""
+    if len(data) > ev.MAX_EVENT_BYTES:
+        raise DecodeError(f"message of {len(data)} bytes exceeds {ev.MAX_EVENT_BYTES}")
+    if not headers:
+        raise DecodeError("message has no CloudEvents headers")
+    lower = {k.lower(): v for k, v in headers.items()}
+    for h in ("ce-specversion", "ce-id", "ce-type", "ce-source"):
+        if h not in lower:
+            raise DecodeError(f"message lacks the {h} header")
+    if lower["ce-specversion"].strip('"') != CE_SPECVERSION:
+        raise DecodeError(f"unsupported CloudEvents specversion {lower['ce-specversion']!r}")
+    try:
+        event = ev.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise DecodeError(f"body is not a valid event: {exc}") from exc
+    ce_type = unquote(lower["ce-type"].strip('"'), errors="strict")
+    if ce_type != CE_TYPE_PREFIX + ev.tag_of(type(event)):
+        raise DecodeError(f"ce-type {ce_type!r} does not match the body's type")
+    return Envelope(seq=seq, subject=subject, time=time, event=event)
+
+
+# --- the log -------------------------------------------------------------------------------
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        nats.errors.TimeoutError
+        | nats.errors.NoRespondersError
+        | nats.js.errors.NoStreamResponseError
+        | nats.errors.ConnectionClosedError
+        | nats.errors.ConnectionReconnectingError
+        | nats.js.errors.ServiceUnavailableError
+        | asyncio.TimeoutError,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """One append request: the event, its subject and the last sequence it must follow.
+
+    ``expected_last_seq`` None appends unconditionally (heartbeats); 0 means the subject must be
+    empty.
+    """
+
+    subject: str
+    event: ev.Event
+    expected_last_seq: int | None = None
+    ttl_seconds: int | None = None
+
+
+class EventLog:
+    """Appends to and reads from one clusterset's stream."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        clusterset: str,
+        timeout: float = 5.0,
+        retry_for: float = 30.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(publish_async_max_pending=4000)
+        self.clusterset = clusterset
+        self.stream = subjects.stream_name(clusterset)
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self.clock = clock
+
+    async def ensure(self, settings: StreamSettings | None = None) -> None:
+        await ensure_stream(self.js, self.clusterset, settings or StreamSettings())
+
+    def _prepare(self, a: Append) -> tuple[bytes, dict[str, str]]:
+        body = ev.encode(a.event)
+        prev = -1 if a.expected_last_seq is None else a.expected_last_seq
+        if a.expected_last_seq is None:
+            # Unconditional appends (heartbeats) are new events each time: make the id unique
+            # per append by folding the clock in.
+            body_for_id = body + self.clock().isoformat().encode()
+        else:
+            body_for_id = body
+        msg_id = ev.event_id(a.subject, prev, body_for_id)
+        headers = headers_for(a.event, a.subject, msg_id, self.clock(), self.clusterset)
+        if a.expected_last_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expected_last_seq)
+        if a.ttl_seconds is not None:
+            headers["Nats-TTL"] = str(a.ttl_seconds)
+        return body, headers
+
+    async def append(self, a: Append) -> int:
+        """Append one event; return its stream sequence (the same on a deduplicated retry)."""
+        body, headers = self._prepare(a)
+        return await self._retry_one(a, body, headers)
+
+    async def _publish(self, a: Append, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            ack = await self.js.publish(
+                a.subject, body, timeout=self.timeout, stream=self.stream, headers=headers
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == WRONG_LAST_SEQUENCE:
+                m = _ACTUAL.search(exc.description or "")
+                raise ConflictError(
+                    a.subject, a.expected_last_seq or 0, int(m.group(1)) if m else None
+                ) from exc
+            if _transient(exc):
+                raise TransientError(f"append to {a.subject} failed: {exc!r}") from exc
+            raise
+        except Exception as exc:
+            if _transient(exc):
+                raise TransientError(f"append to {a.subject} failed: {exc!r}") from exc
+            raise
+        return int(ack.seq)
+
+    async def append_many(self, items: Sequence[Append], ack_timeout: float = 10.0) -> list[int]:
+        """Append many events fast; every ack is awaited with a timeout.
+
+        Appends go out with ``publish_async`` (in flight at most 4000). An ack that does not come
+        in time, or comes with an error, is retried one by one with :meth:`append`, which
+        either gets the sequence (a deduplicated earlier success included) or raises the clear
+        error (e.g. :class:`ConflictError`). Nothing is dropped silently.
+        """
+        prepared = [self._prepare(a) for a in items]
+        futures: list[asyncio.Future[api.PubAck]] = []
+        for a, (body, headers) in zip(items, prepared, strict=True):
+            futures.append(
+                await self.js.publish_async(
+                    a.subject, body, wait_stall=ack_timeout, stream=self.stream, headers=headers
+                )
+            )
+        if futures:
+            await asyncio.wait(futures, timeout=ack_timeout)
+        seqs: list[int] = []
+        for a, fut, (body, headers) in zip(items, futures, prepared, strict=True):
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                seqs.append(int(fut.result().seq))
+                continue
+            if not fut.done():
+                fut.cancel()
+            seqs.append(await self._retry_one(a, body, headers))
+        return seqs
+
+    async def _retry_one(self, a: Append, body: bytes, headers: dict[str, str]) -> int:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_delay(self.retry_for),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                return await self._publish(a, body, headers)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def last_sequence(self, subject: str) -> int:
+        """The sequence of the last message on ``subject`` (0 when there is none)."""
+        try:
+            msg = await self.js.get_last_msg(self.stream, subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def read_last_per_subject(self, filter_subject: str) -> dict[str, Envelope | DecodeError]:
+        """The last message of every subject under ``filter_subject``, decoded."""
+        out: dict[str, Envelope | DecodeError] = {}
+        async for item in self.replay(
+            filter_subjects=[filter_subject], deliver=api.DeliverPolicy.LAST_PER_SUBJECT
+        ):
+            out[item.subject] = item.result
+        return out
+
+    async def replay(
+        self,
+        filter_subjects: Sequence[str] | None = None,
+        start_seq: int | None = None,
+        start_time: datetime | None = None,
+        end_seq: int | None = None,
+        end_time: datetime | None = None,
+        deliver: api.DeliverPolicy | None = None,
+    ) -> AsyncIterator[Replayed]:
+        """Read a range of the log in order, then stop (it does not wait for new events)."""
+        info = await self.js.stream_info(self.stream)
+        last = int(info.state.last_seq)
+        if info.state.messages == 0:
+            return
+        stop_at = min(end_seq, last) if end_seq is not None else last
+        cfg = api.ConsumerConfig(
+            filter_subjects=list(filter_subjects or [subjects.all_subjects(self.clusterset)]),
+            ack_policy=api.AckPolicy.NONE,
+            mem_storage=True,
+            inactive_threshold=30,
+        )
+        if deliver is not None:
+            cfg.deliver_policy = deliver
+        elif start_seq is not None:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = start_seq
+        elif start_time is not None:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            cfg.opt_start_time = start_time.astimezone(UTC)
+        else:
+            cfg.deliver_policy = api.DeliverPolicy.ALL
+        sub = await self.js.subscribe(
+            "", stream=self.stream, config=cfg, ordered_consumer=True, idle_heartbeat=2.0
+        )
+        try:
+            info_c = await sub.consumer_info()
+            delivered = int(info_c.delivered.stream_seq or 0) if info_c.delivered else 0
+            if info_c.num_pending == 0 and delivered == 0:
+                return  # nothing in range (pushed messages would show as delivered)
+            while True:
+                msg = await sub.next_msg(timeout=self.timeout * 2)
+                md = msg.metadata
+                seq = md.sequence.stream
+                if seq > stop_at or (end_time is not None and md.timestamp > end_time):
+                    return
+                yield _decode(msg)
+                if md.num_pending == 0 or seq >= stop_at:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A message read back: the envelope, or why it did not decode."""
+
+    subject: str
+    seq: int
+    result: Envelope | DecodeError
+    msg: Msg
+
+
+def _decode(msg: Msg) -> Replayed:
+    md = msg.metadata
+    seq = md.sequence.stream
+    try:
+        env: Envelope | DecodeError = decode_message(
+            msg.subject, seq, md.timestamp, msg.headers, msg.data
+        )
+    except DecodeError as exc:
+        env = exc
+    return Replayed(msg.subject, seq, env, msg)
+
+
+class Follower:
+    """Follow the log with an ordered consumer: last event per subject first, then every new one.
+
+    ``on_event`` is called synchronously for each decoded envelope, in stream order. Messages
+    that do not decode are copied to the dead-letter stream with the reason, counted, logged
+    with their subject and sequence, and skipped. ``caught_up`` is set once the bootstrap read
+    reached the end of the log as it was when following began.
+    """
+
+    def __init__(
+        self,
+        log_: EventLog,
+        cluster: str,
+        on_event: Callable[[Envelope], None],
+        on_bad: Callable[[str, int, DecodeError], None] | None = None,
+        filter_subjects: Sequence[str] | None = None,
+        start_seq: int | None = None,
+        idle_heartbeat: float = 1.0,
+    ) -> None:
+        self.log = log_
+        self.cluster = cluster
+        self.on_event = on_event
+        self.on_bad = on_bad
+        self.filter_subjects = list(filter_subjects or [subjects.all_subjects(log_.clusterset)])
+        self.start_seq = start_seq
+        self.idle_heartbeat = idle_heartbeat
+        self.caught_up = asyncio.Event()
+        self.processed_seq = 0
+        self.dead_letters = 0
+        self._target: int | None = None
+        self._sub: JetStreamContext.PushSubscription | None = None
+        self._pending_dlq: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        cfg = api.ConsumerConfig(filter_subjects=self.filter_subjects)
+        if self.start_seq is not None:
+            cfg.deliver_policy = api.DeliverPolicy.BY_START_SEQUENCE
+            cfg.opt_start_seq = self.start_seq
+        else:
+            cfg.deliver_policy = api.DeliverPolicy.LAST_PER_SUBJECT
+        self._sub = await self.log.js.subscribe(
+            "",
+            stream=self.log.stream,
+            config=cfg,
+            cb=self._on_msg,
+            ordered_consumer=True,
+            idle_heartbeat=self.idle_heartbeat,
+        )
+        info = await self._sub.consumer_info()
+        if info.num_pending == 0:
+            self._target = int(info.delivered.stream_seq or 0) if info.delivered else 0
+            if self.processed_seq >= self._target:
+                self.caught_up.set()
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+        if self._pending_dlq:
+            await asyncio.gather(*self._pending_dlq, return_exceptions=True)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        replayed = _decode(msg)
+        md = msg.metadata
+        if isinstance(replayed.result, Envelope):
+            self.on_event(replayed.result)
+        else:
+            self._bad(msg, replayed.seq, replayed.result)
+        self.processed_seq = replayed.seq
+        if md.num_pending == 0 or (self._target is not None and replayed.seq >= self._target):
+            self.caught_up.set()
+
+    def _bad(self, msg: Msg, seq: int, error: DecodeError) -> None:
+        self.dead_letters += 1
+        log.warning("event.undecodable", subject=msg.subject, seq=seq, error=str(error)[:300])
+        if self.on_bad is not None:
+            self.on_bad(msg.subject, seq, error)
+        task = asyncio.get_running_loop().create_task(self._dead_letter(msg, seq, error))
+        self._pending_dlq.add(task)
+        task.add_done_callback(self._pending_dlq.discard)
+
+    async def _dead_letter(self, msg: Msg, seq: int, error: DecodeError) -> None:
+        headers = {
+            "Mcsync-Dlq-Subject": msg.subject,
+            "Mcsync-Dlq-Seq": str(seq),
+            "Mcsync-Dlq-Error": _ce_encode(str(error)[:1000]),
+            "Nats-Msg-Id": f"dlq-{self.cluster}-{self.log.stream}-{seq}",
+        }
+        try:
+            await self.log.js.publish(
+                dead_letter_subject(self.log.clusterset, self.cluster),
+                msg.data[: ev.MAX_EVENT_BYTES],
+                timeout=self.log.timeout,
+                headers=headers,
+            )
+        except Exception as exc:  # the dead letter is best effort; the log still has the message
+            log.warning("deadletter.failed", subject=msg.subject, seq=seq, error=repr(exc))

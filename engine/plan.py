@@ -1,0 +1,344 @@
+"""Plan: the objects one cluster should hold, given the clusterset's merged view.
+
+Pure functions from (merged services, source endpoints, what exists locally) to desired
+Kubernetes objects as plain dicts, plus the comparison that decides whether a write is needed.
+The subscriber applies what this module returns; nothing here performs I/O or reads a clock.
+
+Objects mcsync owns in each cluster, for every service exported anywhere in the clusterset:
+
+* the ``ServiceImport`` (spec and status), only where the namespace exists;
+* for ``ClusterSetIP`` imports, the derived Service of the reference implementation
+  (``derived-`` + 10 characters of base32hex(sha256("ns/name"))), a selector-less ClusterIP
+  Service whose ClusterIP becomes the import's ``spec.ips`` and stays for the life of the import;
+* one EndpointSlice per source cluster, address family and port set, with the MCS labels;
+* the conditions of the local cluster's own ServiceExports.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from engine import events as ev
+from engine import mcs
+
+Obj = dict[str, Any]
+Kind = Literal[
+    "ServiceImport", "ServiceImportStatus", "Service", "EndpointSlice", "ServiceExportStatus"
+]
+ObjKey = tuple[Kind, str, str]
+PortKey = tuple[tuple[str, str, int | None, str | None], ...]
+
+MANAGED_BY: Final = "mcsync.io"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_SLICE_MANAGED_BY: Final = "endpointslice.kubernetes.io/managed-by"
+LABEL_SERVICE_NAME: Final = "multicluster.kubernetes.io/service-name"
+LABEL_SOURCE_CLUSTER: Final = "multicluster.kubernetes.io/source-cluster"
+LABEL_K8S_SERVICE_NAME: Final = "kubernetes.io/service-name"
+ANNOTATION_DERIVED: Final = "multicluster.kubernetes.io/derived-service"
+MCS_API: Final = "multicluster.x-k8s.io/v1beta1"
+MAX_ENDPOINTS_PER_SLICE: Final = 1000
+
+
+def derived_name(namespace: str, name: str) -> str:
+    """The reference implementation's derived Service name for ``namespace/name``."""
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return "derived-" + base64.b32hexencode(digest).decode().rstrip("=").lower()[:10]
+
+
+@dataclass(frozen=True, slots=True)
+class Allocated:
+    """What the local cluster allocated for a derived Service."""
+
+    cluster_ips: tuple[str, ...]
+    ip_families: tuple[str, ...]
+
+
+def desired_for_service(
+    local_cluster: str,
+    view: mcs.ServiceView,
+    slices: Mapping[str, Mapping[str, ev.SliceUpserted]],
+    exports: Mapping[str, ev.ExportUpserted],
+    namespace_exists: bool,
+    allocated: Allocated | None,
+) -> dict[ObjKey, Obj]:
+    """Every object the local cluster should hold for one service.
+
+    Args:
+        local_cluster: this cluster's id.
+        view: the merged view of the service (:func:`engine.mcs.view`).
+        slices: the source EndpointSlices of each cluster, by slice name.
+        exports: each cluster's current export (to know which ports a cluster really serves).
+        namespace_exists: whether the namespace exists locally (no import otherwise).
+        allocated: the derived Service's allocation as observed, if it exists yet.
+    """
+    out: dict[ObjKey, Obj] = {}
+    ns, name = view.namespace, view.name
+    own = view.export_conditions.get(local_cluster)
+    if own is not None:
+        out[("ServiceExportStatus", ns, name)] = {
+            "apiVersion": MCS_API,
+            "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": ns},
+            "status": {"conditions": [_condition(c) for c in own]},
+        }
+    spec = view.spec
+    if spec is None or not namespace_exists:
+        return out
+    derived = derived_name(ns, name)
+    families = list(spec.ip_families)
+    ips: list[str] = []
+    if spec.type == "ClusterSetIP":
+        out[("Service", ns, derived)] = _derived_service(ns, name, derived, spec)
+        if allocated is not None and allocated.cluster_ips:
+            ips = list(allocated.cluster_ips)
+            families = list(allocated.ip_families) or families
+    endpoint_slices = _endpoint_slices(ns, name, derived, view, spec, families, slices, exports)
+    for s in endpoint_slices:
+        out[("EndpointSlice", ns, s["metadata"]["name"])] = s
+    annotations = dict(spec.annotations)
+    if spec.type == "ClusterSetIP":
+        annotations[ANNOTATION_DERIVED] = derived
+    import_spec: Obj = {
+        "type": spec.type,
+        "ports": [_port(p) for p in spec.ports],
+        "ipFamilies": families,
+        "sessionAffinity": spec.session_affinity,
+    }
+    if ips:
+        import_spec["ips"] = ips
+    if spec.session_affinity_timeout is not None:
+        import_spec["sessionAffinityConfig"] = {
+            "clientIP": {"timeoutSeconds": spec.session_affinity_timeout}
+        }
+    if spec.internal_traffic_policy is not None:
+        import_spec["internalTrafficPolicy"] = spec.internal_traffic_policy
+    if spec.traffic_distribution is not None:
+        import_spec["trafficDistribution"] = spec.traffic_distribution
+    meta: Obj = {"name": name, "namespace": ns, "labels": dict(spec.labels)}
+    if annotations:
+        meta["annotations"] = annotations
+    out[("ServiceImport", ns, name)] = {
+        "apiVersion": MCS_API,
+        "kind": "ServiceImport",
+        "metadata": meta,
+        "spec": import_spec,
+    }
+    if spec.type == "ClusterSetIP" and not ips:
+        ready = mcs.Condition(
+            "Ready", "False", "Pending", "Waiting for the derived Service's cluster IP"
+        )
+    else:
+        ready = mcs.Condition("Ready", "True", "Ready", "Imported")
+    out[("ServiceImportStatus", ns, name)] = {
+        "apiVersion": MCS_API,
+        "kind": "ServiceImport",
+        "metadata": {"name": name, "namespace": ns},
+        "status": {
+            "clusters": [{"cluster": c} for c in view.clusters],
+            "conditions": [_condition(ready)],
+            "endpointSliceObjects": "Present" if endpoint_slices else "Absent",
+        },
+    }
+    return out
+
+
+def _condition(c: mcs.Condition) -> Obj:
+    return {"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+
+
+def _port(p: ev.Port) -> Obj:
+    out: Obj = {"name": p.name, "protocol": p.protocol, "port": p.port}
+    if not p.name:
+        del out["name"]
+    if p.app_protocol:
+        out["appProtocol"] = p.app_protocol
+    return out
+
+
+def _derived_service(ns: str, name: str, derived: str, spec: mcs.ImportSpec) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": derived,
+            "namespace": ns,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SERVICE_NAME: name},
+            "annotations": {"multicluster.kubernetes.io/service-import": name},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "ipFamilyPolicy": "PreferDualStack",
+            "ports": [_port(p) for p in spec.ports],
+        },
+    }
+
+
+def _endpoint_slices(
+    ns: str,
+    name: str,
+    derived: str,
+    view: mcs.ServiceView,
+    spec: mcs.ImportSpec,
+    families: list[str],
+    slices: Mapping[str, Mapping[str, ev.SliceUpserted]],
+    exports: Mapping[str, ev.ExportUpserted],
+) -> list[Obj]:
+    import_ports = {(p.name, p.protocol): p for p in spec.ports}
+    out: list[Obj] = []
+    for cluster in view.clusters:
+        export = exports.get(cluster)
+        served = {(p.name, p.protocol): p.port for p in export.ports} if export else {}
+        # Ports this cluster really serves under the import's port numbers (StrictPortConflict).
+        allowed = {key for key, p in import_ports.items() if served.get(key) == p.port}
+        for family in families:
+            groups: dict[
+                tuple[tuple[str, str, int | None, str | None], ...], list[ev.Endpoint]
+            ] = {}
+            for source_name in sorted(slices.get(cluster, {})):
+                source = slices[cluster][source_name]
+                if source.address_type != family:
+                    continue
+                ports: PortKey = tuple(
+                    sorted(
+                        (p.name, str(p.protocol), p.port, p.app_protocol)
+                        for p in source.ports
+                        if (p.name, p.protocol) in allowed
+                    )
+                )
+                groups.setdefault(ports, []).extend(source.endpoints)
+            for ports, grouped in sorted(groups.items()):
+                if not grouped:
+                    continue
+                endpoints = sorted(_dedupe(grouped), key=lambda e: e.addresses)
+                base = f"{name}-{cluster}-{family.lower()}"
+                if len(groups) > 1:
+                    base += "-" + hashlib.sha256(repr(ports).encode()).hexdigest()[:6]
+                chunks = [
+                    endpoints[i : i + MAX_ENDPOINTS_PER_SLICE]
+                    for i in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE)
+                ]
+                for i, chunk in enumerate(chunks):
+                    slice_name = base if i == 0 else f"{base}-{i}"
+                    out.append(_slice(ns, name, derived, cluster, family, slice_name, ports, chunk))
+    return out
+
+
+def _dedupe(endpoints: Iterable[ev.Endpoint]) -> list[ev.Endpoint]:
+    seen: dict[tuple[str, ...], ev.Endpoint] = {}
+    for e in endpoints:
+        seen.setdefault(e.addresses, e)
+    return list(seen.values())
+
+
+def _slice(
+    ns: str,
+    name: str,
+    derived: str,
+    cluster: str,
+    family: str,
+    slice_name: str,
+    ports: PortKey,
+    endpoints: list[ev.Endpoint],
+) -> Obj:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": slice_name,
+            "namespace": ns,
+            "labels": {
+                LABEL_SERVICE_NAME: name,
+                LABEL_SOURCE_CLUSTER: cluster,
+                LABEL_SLICE_MANAGED_BY: MANAGED_BY,
+                LABEL_K8S_SERVICE_NAME: derived,
+            },
+        },
+        "addressType": family,
+        "endpoints": [_endpoint(e) for e in endpoints],
+        "ports": [_endpoint_port(p) for p in ports],
+    }
+
+
+def _endpoint(e: ev.Endpoint) -> Obj:
+    out: Obj = {"addresses": list(e.addresses)}
+    conditions: Obj = {}
+    for key, value in (("ready", e.ready), ("serving", e.serving), ("terminating", e.terminating)):
+        if value is not None:
+            conditions[key] = value
+    out["conditions"] = conditions
+    if e.hostname:
+        out["hostname"] = e.hostname
+    if e.zone:
+        out["zone"] = e.zone
+    return out
+
+
+def _endpoint_port(p: tuple[str, str, int | None, str | None]) -> Obj:
+    name, protocol, port, app_protocol = p
+    out: Obj = {"name": name, "protocol": protocol}
+    if port is not None:
+        out["port"] = port
+    if app_protocol:
+        out["appProtocol"] = app_protocol
+    return out
+
+
+# --- comparing desired with observed -------------------------------------------------------
+
+
+def with_transition_times(desired: list[Obj], observed: list[Obj] | None, now: str) -> list[Obj]:
+    """Give each desired condition its ``lastTransitionTime``: the observed one while the
+    status is unchanged, else ``now``."""
+    before = {c.get("type"): c for c in observed or []}
+    out = []
+    for c in desired:
+        prev = before.get(c["type"])
+        when = (
+            prev.get("lastTransitionTime") if prev and prev.get("status") == c["status"] else None
+        )
+        out.append({**c, "lastTransitionTime": when or now})
+    return out
+
+
+def covers(observed: Any, desired: Any) -> bool:
+    """Whether ``observed`` already holds everything in ``desired``.
+
+    Mappings may hold more keys than desired (server defaults, other managers); lists must
+    match item for item. ``metadata.labels`` and ``metadata.annotations`` of objects whose
+    labels mcsync owns whole are compared exactly by :func:`up_to_date`.
+    """
+    if isinstance(desired, dict):
+        if not isinstance(observed, dict):
+            return False
+        return all(k in observed and covers(observed[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(observed, list) or len(observed) != len(desired):
+            return False
+        return all(covers(o, d) for o, d in zip(observed, desired, strict=True))
+    return bool(observed == desired)
+
+
+_OWN_WHOLE_METADATA: Final = frozenset({"ServiceImport"})
+
+
+def up_to_date(kind: Kind, desired: Obj, observed: Obj | None) -> bool:
+    """Whether a write can be skipped because ``observed`` already is what ``desired`` says."""
+    if observed is None:
+        return False
+    if kind in _OWN_WHOLE_METADATA:
+        dm, om = desired.get("metadata", {}), observed.get("metadata", {})
+        if dict(dm.get("labels") or {}) != dict(om.get("labels") or {}):
+            return False
+        ignore = {"kubectl.kubernetes.io/last-applied-configuration"}
+        oann = {k: v for k, v in (om.get("annotations") or {}).items() if k not in ignore}
+        if dict(dm.get("annotations") or {}) != oann:
+            return False
+        return covers(observed.get("spec"), desired.get("spec"))
+    if kind in ("ServiceImportStatus", "ServiceExportStatus"):
+        return covers(observed.get("status"), desired.get("status"))
+    stripped = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
+    return covers(observed, stripped)

@@ -1,0 +1,230 @@
+"""The JetStream log against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import eventlog, fold, subjects
+from engine import events as ev
+from engine.errors import ConflictError
+from engine.natsserver import NatsServer
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
+    nc = await eventlog.connect(nats_server.url)
+    lg = eventlog.EventLog(nc, clusterset_name)
+    await lg.ensure()
+    yield lg
+    await nc.drain()
+
+
+def export(cluster: str, name: str = "web", port: int = 80) -> ev.ExportUpserted:
+    return ev.ExportUpserted(
+        cluster=cluster,
+        namespace="ns",
+        name=name,
+        uid=f"uid-{cluster}-{name}",
+        created=T0,
+        ports=(ev.Port(port=port, name="http"),),
+    )
+
+
+async def test_append_returns_increasing_sequences(log: eventlog.EventLog) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    one = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    two = await log.append(eventlog.Append(s, export("a", port=81), expected_last_seq=one))
+    assert two > one
+    assert await log.last_sequence(s) == two
+
+
+async def test_a_stale_writer_gets_a_conflict_error_naming_the_actual_sequence(
+    log: eventlog.EventLog,
+) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    one = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    await log.append(eventlog.Append(s, export("a", port=81), expected_last_seq=one))
+    with pytest.raises(ConflictError) as info:
+        await log.append(eventlog.Append(s, export("a", port=82), expected_last_seq=one))
+    assert info.value.actual == one + 1
+    assert "stale" in str(info.value)
+
+
+async def test_a_republished_event_is_deduplicated(log: eventlog.EventLog) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    a = eventlog.Append(s, export("a"), expected_last_seq=0)
+    first = await log.append(a)
+    # A crash after the append but before the writer noted it: the same append again.
+    body, headers = log._prepare(a)
+    del headers["Nats-Expected-Last-Subject-Sequence"]
+    again = await log.js.publish(s, body, headers=headers)
+    assert again.duplicate
+    assert again.seq == first
+
+
+async def test_messages_carry_cloudevents_binary_headers(log: eventlog.EventLog) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    seq = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    msg = await log.js.get_msg(log.stream, seq)
+    h = msg.headers or {}
+    assert h["ce-specversion"] == "1.0"
+    assert h["ce-type"] == "io.mcsync.export.upserted.v1"
+    assert h["ce-id"] == h["Nats-Msg-Id"]
+    assert h["ce-source"] == f"/mcsync/{log.clusterset}/a"
+    assert h["ce-datacontenttype"] == "application/json"
+    assert h["ce-time"].endswith("Z")
+
+
+async def test_bulk_append_stores_every_event_in_order(log: eventlog.EventLog) -> None:
+    items = [
+        eventlog.Append(
+            subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
+        )
+        for i in range(500)
+    ]
+    seqs = await log.append_many(items)
+    assert len(set(seqs)) == 500
+    info = await log.js.stream_info(log.stream)
+    assert info.state.messages == 500
+
+
+async def test_bulk_append_reports_a_conflict_instead_of_hanging(log: eventlog.EventLog) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    with pytest.raises(ConflictError):
+        await log.append_many(
+            [eventlog.Append(s, export("a", port=9), expected_last_seq=0)], ack_timeout=1.0
+        )
+
+
+async def test_replay_by_sequence_and_by_subject_filter(log: eventlog.EventLog) -> None:
+    sa = subjects.export(log.clusterset, "a", "ns", "web")
+    sb = subjects.export(log.clusterset, "b", "ns", "web")
+    a1 = await log.append(eventlog.Append(sa, export("a"), 0))
+    await log.append(eventlog.Append(sb, export("b"), 0))
+    await log.append(eventlog.Append(sa, export("a", port=81), a1))
+    got = [r.result async for r in log.replay(filter_subjects=[sa])]
+    assert [e.seq for e in got if isinstance(e, fold.Envelope)] == [1, 3]
+    got = [r.seq async for r in log.replay(start_seq=2)]
+    assert got == [2, 3]
+    got = [r.seq async for r in log.replay(end_seq=2)]
+    assert got == [1, 2]
+
+
+async def test_last_per_subject_returns_only_the_current_state(log: eventlog.EventLog) -> None:
+    sa = subjects.export(log.clusterset, "a", "ns", "web")
+    a1 = await log.append(eventlog.Append(sa, export("a"), 0))
+    a2 = await log.append(eventlog.Append(sa, export("a", port=81), a1))
+    last = await log.read_last_per_subject(subjects.cluster_subjects(log.clusterset, "a"))
+    env = last[sa]
+    assert isinstance(env, fold.Envelope)
+    assert env.seq == a2
+
+
+async def test_two_writers_and_two_independent_followers_fold_identical_state(
+    log: eventlog.EventLog, nats_server: NatsServer
+) -> None:
+    async def writer(cluster: str) -> None:
+        nc = await eventlog.connect(nats_server.url)
+        lg = eventlog.EventLog(nc, log.clusterset)
+        last: dict[str, int] = {}
+        for i in range(60):
+            s = subjects.export(log.clusterset, cluster, "ns", f"s{i % 7}")
+            last[s] = await lg.append(
+                eventlog.Append(s, export(cluster, f"s{i % 7}", port=1000 + i), last.get(s, 0))
+            )
+        await nc.drain()
+
+    async def follower() -> bytes:
+        nc = await eventlog.connect(nats_server.url)
+        lg = eventlog.EventLog(nc, log.clusterset)
+        state = fold.ClusterSetState()
+        f = eventlog.Follower(lg, "x", lambda e: fold.apply(state, e))
+        await f.start()
+        while state.position < 120:
+            await asyncio.sleep(0.02)
+        await f.stop()
+        await nc.drain()
+        return state.snapshot()
+
+    followers = [asyncio.create_task(follower()) for _ in range(2)]
+    await asyncio.gather(writer("a"), writer("b"))
+    one, two = await asyncio.wait_for(asyncio.gather(*followers), 30)
+    assert one == two
+    # A late follower bootstrapping at LAST_PER_SUBJECT reaches the same state.
+    late = fold.ClusterSetState()
+    f = eventlog.Follower(log, "late", lambda e: fold.apply(late, e))
+    await f.start()
+    await asyncio.wait_for(f.caught_up.wait(), 10)
+    await f.stop()
+    assert msgspec.json.decode(late.snapshot())["exports"] == msgspec.json.decode(one)["exports"]
+
+
+async def test_a_follower_on_an_empty_log_is_caught_up_at_once(log: eventlog.EventLog) -> None:
+    f = eventlog.Follower(log, "x", lambda e: None)
+    await f.start()
+    await asyncio.wait_for(f.caught_up.wait(), 5)
+    await f.stop()
+
+
+garbage = st.one_of(
+    st.binary(max_size=200),
+    st.just(b'{"type":"no.such.v1","cluster":"a"}'),
+    st.just(b'{"type":"export.withdrawn.v1","cluster":7,"namespace":"ns","name":"x"}'),
+    st.just(b"[]"),
+)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bad=st.lists(garbage, min_size=1, max_size=4), missing_headers=st.booleans())
+async def test_garbage_is_dead_lettered_and_valid_traffic_still_folds(
+    nats_server: NatsServer, bad: list[bytes], missing_headers: bool
+) -> None:
+    import uuid
+
+    name = f"g{uuid.uuid4().hex[:10]}"
+    nc = await eventlog.connect(nats_server.url)
+    lg = eventlog.EventLog(nc, name)
+    await lg.ensure()
+    sa = subjects.export(name, "a", "ns", "web")
+    good1 = await lg.append(eventlog.Append(sa, export("a"), 0))
+    for i, data in enumerate(bad):
+        headers = (
+            None
+            if missing_headers
+            else {
+                "ce-specversion": "1.0",
+                "ce-id": f"x{i}",
+                "ce-type": "io.mcsync.export.upserted.v1",
+                "ce-source": "/x",
+            }
+        )
+        await lg.js.publish(subjects.export(name, "a", "ns", f"bad{i}"), data, headers=headers)
+    await lg.append(eventlog.Append(sa, export("a", port=81), good1))
+    state = fold.ClusterSetState()
+    bad_seen: list[int] = []
+    f = eventlog.Follower(
+        lg, "b", lambda e: fold.apply(state, e), on_bad=lambda s, q, e: bad_seen.append(q)
+    )
+    await f.start()
+    await asyncio.wait_for(f.caught_up.wait(), 10)
+    await f.stop()
+    assert len(bad_seen) == len(bad)
+    assert state.exports[("ns", "web")]["a"].ports[0].port == 81
+    dlq = await lg.js.stream_info(eventlog.dead_letter_stream(name))
+    assert dlq.state.messages == len(bad)
+    await lg.js.delete_stream(eventlog.dead_letter_stream(name))
+    await nc.drain()
