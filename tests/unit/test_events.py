@@ -137,9 +137,7 @@ EVENT_STRATEGIES: dict[type[ev.Event], st.SearchStrategy[Any]] = {
     ev.SnapshotComplete: st.builds(ev.SnapshotComplete, cluster=text, epoch=ints),
     ev.LeaseAcquired: st.builds(ev.LeaseAcquired, **lease_fields),
     ev.LeaseRenewed: st.builds(ev.LeaseRenewed, **lease_fields),
-    ev.LeaseReleased: st.builds(
-        ev.LeaseReleased, cluster=text, name=text, holder=text, token=ints
-    ),
+    ev.LeaseReleased: st.builds(ev.LeaseReleased, cluster=text, name=text, holder=text, token=ints),
 }
 
 any_event = st.one_of(*EVENT_STRATEGIES.values())

@@ -196,9 +196,9 @@ def test_parse_refuses_foreign_subjects(subject: str) -> None:
 def test_two_different_keys_never_share_a_subject(
     clusterset: str, cluster: str, a: str, b: str
 ) -> None:
-    assert (subjects.export(clusterset, cluster, a, b) == subjects.export(clusterset, cluster, b, a)) == (
-        a == b
-    )
+    assert (
+        subjects.export(clusterset, cluster, a, b) == subjects.export(clusterset, cluster, b, a)
+    ) == (a == b)
 
 
 # --- DNS labels ---------------------------------------------------------------------------

@@ -1,0 +1,343 @@
+"""The subscriber: one per cluster, it makes this cluster hold what the clusterset says.
+
+It follows the log (last event per subject first, then every new one), folds it into the
+clusterset state, and reconciles every service whose state changed: plan the desired objects
+(:mod:`engine.plan`), compare them with what the cluster holds (informer caches), and write only
+the differences with server-side apply under one field manager. Keys are coalesced: many events
+for one service before its reconcile lead to one write of the latest desired state. Objects
+mcsync owns that are no longer desired are deleted. Transient API errors are retried with
+backoff; permanent ones (validation, conflicts) are logged and counted, not looped on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from engine import eventlog, kube, logs, mcs, plan
+from engine import events as ev
+from engine import fold as folding
+from engine.errors import DecodeError, PermanentError, TransientError
+from engine.metrics import Metrics
+
+log = logs.get("mcsync.subscriber")
+
+ServiceKey = tuple[str, str]
+
+_RESOURCE: dict[plan.Kind, kube.Resource] = {
+    "ServiceImport": kube.SERVICE_IMPORTS,
+    "ServiceImportStatus": kube.SERVICE_IMPORTS,
+    "Service": kube.SERVICES,
+    "EndpointSlice": kube.ENDPOINT_SLICES,
+    "ServiceExportStatus": kube.SERVICE_EXPORTS,
+}
+# Apply order within one service: the derived Service first (its ClusterIP feeds the import).
+_ORDER: dict[plan.Kind, int] = {
+    "Service": 0,
+    "ServiceImport": 1,
+    "ServiceImportStatus": 2,
+    "EndpointSlice": 3,
+    "ServiceExportStatus": 4,
+}
+
+
+@dataclass
+class SubscriberSettings:
+    """Tunables of a subscriber."""
+
+    concurrency: int = 8
+    """Services reconciled at once."""
+    retry_for: float = 30.0
+    """How long transient API errors of one write are retried before the key is requeued."""
+
+
+@dataclass
+class Subscriber:
+    k8s: kube.Kube
+    log: eventlog.EventLog
+    cluster: str
+    metrics: Metrics = field(default_factory=Metrics)
+    settings: SubscriberSettings = field(default_factory=SubscriberSettings)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def __post_init__(self) -> None:
+        self.state = folding.ClusterSetState()
+        self.dirty: dict[ServiceKey, datetime | None] = {}
+        self._wake = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.reconciles = 0
+        self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
+        self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
+        self.imports = kube.Informer(self.k8s, kube.SERVICE_IMPORTS, self._on_owned)
+        self.services = kube.Informer(
+            self.k8s,
+            kube.SERVICES,
+            self._on_owned,
+            label_selector=f"{plan.LABEL_MANAGED_BY}={plan.MANAGED_BY}",
+        )
+        self.slices = kube.Informer(
+            self.k8s,
+            kube.ENDPOINT_SLICES,
+            self._on_owned,
+            label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
+        )
+        self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
+        self.follower = eventlog.Follower(
+            self.log, self.cluster, self._on_event, on_bad=self._on_bad
+        )
+
+    @property
+    def informers(self) -> tuple[kube.Informer, ...]:
+        return (self.namespaces, self.imports, self.services, self.slices, self.exports)
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    def _mark(self, key: ServiceKey, when: datetime | None = None) -> None:
+        prev = self.dirty.get(key)
+        if key not in self.dirty or (when is not None and (prev is None or when < prev)):
+            self.dirty[key] = when
+        self._wake.set()
+
+    def _on_event(self, env: folding.Envelope) -> None:
+        event = env.event
+        self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
+        before = self.state.counters.refused
+        before_exports = None
+        if isinstance(event, ev.ClusterLeft):
+            before_exports = [k for k, v in self.state.exports.items() if event.cluster in v]
+        if not folding.apply(self.state, env):
+            if self.state.counters.refused > before:
+                self.metrics.refused.labels(self.cluster).inc()
+                self._log.warning(
+                    "event.refused", subject=env.subject, seq=env.seq, claimed=event.cluster
+                )
+            return
+        match event:
+            case ev.ExportUpserted() | ev.ExportWithdrawn():
+                self._mark((event.namespace, event.name), env.time)
+            case ev.SliceUpserted() | ev.SliceRemoved():
+                self._mark((event.namespace, event.service), env.time)
+            case ev.ClusterLeft():
+                for key in before_exports or []:
+                    self._mark(key, env.time)
+            case _:
+                pass
+
+    def _on_bad(self, subject: str, seq: int, error: DecodeError) -> None:
+        self.metrics.dead_letters.labels(self.cluster).inc()
+
+    def _on_namespace(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+        if (old is None) == (new is None):
+            return  # an update: existence did not change
+        ns = (new or old or {})["metadata"]["name"]
+        for key in [k for k in self.state.exports if k[0] == ns]:
+            self._mark(key)
+
+    def _on_owned(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+        obj = new or old or {}
+        meta = obj.get("metadata", {})
+        labels = meta.get("labels") or {}
+        name = labels.get(plan.LABEL_SERVICE_NAME) if obj.get("kind") != "ServiceImport" else None
+        self._mark((meta.get("namespace", ""), name or meta.get("name", "")))
+
+    def _on_local_export(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+        self._mark(kube.key_of(new or old or {}))
+
+    # --- reconcile -------------------------------------------------------------------------
+
+    def _observed(self, kind: plan.Kind, ns: str, name: str) -> kube.Obj | None:
+        match kind:
+            case "ServiceImport" | "ServiceImportStatus":
+                return self.imports.get(ns, name)
+            case "Service":
+                return self.services.get(ns, name)
+            case "EndpointSlice":
+                return self.slices.get(ns, name)
+            case "ServiceExportStatus":
+                return self.exports.get(ns, name)
+
+    def _informer(self, kind: plan.Kind) -> kube.Informer:
+        match kind:
+            case "ServiceImport" | "ServiceImportStatus":
+                return self.imports
+            case "Service":
+                return self.services
+            case "EndpointSlice":
+                return self.slices
+            case "ServiceExportStatus":
+                return self.exports
+
+    def desired(self, key: ServiceKey) -> dict[plan.ObjKey, kube.Obj]:
+        ns, name = key
+        exports = self.state.exports.get(key, {})
+        view = mcs.view(ns, name, exports)
+        derived = self.services.get(ns, plan.derived_name(ns, name))
+        allocated = None
+        if derived is not None:
+            spec = derived.get("spec", {})
+            allocated = plan.Allocated(
+                tuple(spec.get("clusterIPs") or ()), tuple(spec.get("ipFamilies") or ())
+            )
+        return plan.desired_for_service(
+            self.cluster,
+            view,
+            self.state.slices.get(key, {}),
+            exports,
+            namespace_exists=self.namespaces.get("", ns) is not None,
+            allocated=allocated,
+        )
+
+    async def reconcile(self, key: ServiceKey) -> None:
+        """Bring one service's objects in this cluster to the desired state."""
+        ns, name = key
+        for _ in range(3):  # the derived Service's IP can change the import: at most twice more
+            desired = self.desired(key)
+            changed_service = False
+            for okey in sorted(desired, key=lambda k: (_ORDER[k[0]], k[2])):
+                kind = okey[0]
+                obj = desired[okey]
+                observed = self._observed(kind, ns, okey[2])
+                if kind == "ServiceExportStatus" and observed is None:
+                    continue  # the ServiceExport is not (yet) in our cache
+                if kind in ("ServiceImportStatus", "ServiceExportStatus"):
+                    obj = _with_times(obj, observed, self.clock())
+                    if kind == "ServiceImportStatus" and self.imports.get(ns, name) is None:
+                        continue  # written once the import exists
+                if plan.up_to_date(kind, obj, observed):
+                    continue
+                await self._write(kind, obj)
+                changed_service |= kind == "Service"
+            await self._prune(key, desired)
+            if not changed_service:
+                break
+        self.reconciles += 1
+
+    async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
+        res = _RESOURCE[kind]
+        sub = "status" if kind.endswith("Status") else None
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_delay(self.settings.retry_for),
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
+                reraise=True,
+            ):
+                with attempt:
+                    result = await self.k8s.apply(res, obj, subresource=sub)
+        except PermanentError as exc:
+            self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
+            self._log.error(
+                "apply.refused",
+                kind=kind,
+                namespace=obj["metadata"].get("namespace"),
+                name=obj["metadata"]["name"],
+                error=str(exc)[:500],
+            )
+            return
+        self.metrics.writes.labels(self.cluster, kind, "apply").inc()
+        self._informer(kind).observe(result)
+
+    async def _prune(self, key: ServiceKey, desired: dict[plan.ObjKey, kube.Obj]) -> None:
+        ns, name = key
+        doomed: list[tuple[plan.Kind, str]] = []
+        if ("ServiceImport", ns, name) not in desired and self.imports.get(ns, name) is not None:
+            doomed.append(("ServiceImport", name))
+        owned: tuple[tuple[plan.Kind, kube.Informer], ...] = (
+            ("Service", self.services),
+            ("EndpointSlice", self.slices),
+        )
+        for kind, informer in owned:
+            for (ons, oname), obj in list(informer.cache.items()):
+                labels = obj["metadata"].get("labels") or {}
+                mine = ons == ns and labels.get(plan.LABEL_SERVICE_NAME) == name
+                if mine and (kind, ns, oname) not in desired:
+                    doomed.append((kind, oname))
+        for kind, oname in doomed:
+            try:
+                await self.k8s.delete(_RESOURCE[kind], ns, oname)
+            except TransientError as exc:
+                self._log.warning("delete.failed", kind=kind, name=oname, error=str(exc)[:200])
+                self._mark(key)
+                continue
+            except PermanentError as exc:
+                self._log.error("delete.refused", kind=kind, name=oname, error=str(exc)[:200])
+                continue
+            self.metrics.writes.labels(self.cluster, kind, "delete").inc()
+            self._informer(kind).forget(ns, oname)
+
+    def _all_keys(self) -> set[ServiceKey]:
+        keys = set(self.state.exports)
+        keys |= set(self.imports.cache)
+        keys |= set(self.exports.cache)
+        for informer in (self.services, self.slices):
+            for (ns, _), obj in informer.cache.items():
+                svc = (obj["metadata"].get("labels") or {}).get(plan.LABEL_SERVICE_NAME)
+                if svc:
+                    keys.add((ns, svc))
+        return keys
+
+    async def _drain(self) -> None:
+        sem = asyncio.Semaphore(self.settings.concurrency)
+        batch = self.dirty
+        self.dirty = {}
+
+        async def one(key: ServiceKey, since: datetime | None) -> None:
+            async with sem:
+                try:
+                    await self.reconcile(key)
+                except TransientError as exc:
+                    self.metrics.errors.labels(self.cluster, "reconcile", "true").inc()
+                    self._log.warning("reconcile.retry", key="/".join(key), error=str(exc)[:300])
+                    self._mark(key, since)
+                    return
+                if since is not None:
+                    lag = (self.clock() - since).total_seconds()
+                    self.metrics.lag.labels(self.cluster).observe(max(lag, 0.0))
+
+        await asyncio.gather(*(one(k, t) for k, t in batch.items()))
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for informer in self.informers:
+                tg.create_task(informer.run())
+            await asyncio.gather(*(i.synced.wait() for i in self.informers))
+            await self.follower.start()
+            try:
+                await self.follower.caught_up.wait()
+                for key in self._all_keys():
+                    self._mark(key)
+                await self._drain()
+                self.metrics.ready.labels(self.cluster).set(1)
+                self.ready.set()
+                self._log.info(
+                    "subscriber.ready",
+                    position=self.state.position,
+                    services=len(self.state.exports),
+                )
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if self.dirty:
+                        await self._drain()
+            finally:
+                await self.follower.stop()
+
+
+def _with_times(obj: kube.Obj, observed: kube.Obj | None, now: datetime) -> kube.Obj:
+    """Fill the conditions' transition times from what the cluster shows."""
+    status: dict[str, Any] = dict(obj["status"])
+    seen = ((observed or {}).get("status") or {}).get("conditions")
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status["conditions"] = plan.with_transition_times(status.get("conditions", []), seen, stamp)
+    return {**obj, "status": status}
