@@ -42,7 +42,7 @@ from tenacity import (
 
 from engine import events as ev
 from engine import logs, subjects
-from engine.errors import ConflictError, DecodeError, TransientError
+from engine.errors import ConfigError, ConflictError, DecodeError, TransientError
 from engine.fold import Envelope
 
 log = logs.get("mcsync.eventlog")
@@ -70,7 +70,7 @@ async def connect(
         log.warning("nats.error", error=repr(exc))
 
     async def disconnected_cb() -> None:
-        log.warning("nats.disconnected")
+        log.info("nats.disconnected")
         if on_state:
             on_state("disconnected")
 
@@ -256,6 +256,16 @@ class EventLog:
     async def ensure(self, settings: StreamSettings | None = None) -> None:
         await ensure_stream(self.js, self.clusterset, settings or StreamSettings())
 
+    async def require_stream(self) -> None:
+        """Fail with a clear message when the stream was not provisioned."""
+        try:
+            await self.js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError as exc:
+            raise ConfigError(
+                f"stream {self.stream} does not exist; provision it (mcsync publisher without "
+                "--no-create-stream, run once with admin credentials) or check the clusterset name"
+            ) from exc
+
     def _prepare(self, a: Append) -> tuple[bytes, dict[str, str]]:
         body = ev.encode(a.event)
         prev = -1 if a.expected_last_seq is None else a.expected_last_seq
@@ -390,9 +400,9 @@ class EventLog:
         )
         try:
             info_c = await sub.consumer_info()
-            delivered = int(info_c.delivered.stream_seq or 0) if info_c.delivered else 0
+            delivered = int(info_c.delivered.consumer_seq or 0) if info_c.delivered else 0
             if info_c.num_pending == 0 and delivered == 0:
-                return  # nothing in range (pushed messages would show as delivered)
+                return  # nothing in range (pushed messages would count as delivered)
             while True:
                 msg = await sub.next_msg(timeout=self.timeout * 2)
                 md = msg.metadata
@@ -479,7 +489,9 @@ class Follower:
         )
         info = await self._sub.consumer_info()
         if info.num_pending == 0:
-            self._target = int(info.delivered.stream_seq or 0) if info.delivered else 0
+            delivered = int(info.delivered.consumer_seq or 0) if info.delivered else 0
+            # Nothing delivered: nothing to read. Otherwise wait for the last pushed message.
+            self._target = int(info.delivered.stream_seq or 0) if delivered else 0
             if self.processed_seq >= self._target:
                 self.caught_up.set()
 

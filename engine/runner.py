@@ -35,6 +35,9 @@ class Member:
     publish: bool = True
     subscribe: bool = True
     nats_credentials: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
+    create_stream: bool = True
     stream: eventlog.StreamSettings = field(default_factory=eventlog.StreamSettings)
     publisher_settings: PublisherSettings = field(default_factory=PublisherSettings)
     subscriber_settings: SubscriberSettings = field(default_factory=SubscriberSettings)
@@ -52,12 +55,19 @@ class Member:
 
     async def start(self) -> None:
         self._nc = await eventlog.connect(
-            self.nats_url, name=f"mcsync-{self.cluster}", credentials=self.nats_credentials
+            self.nats_url,
+            name=f"mcsync-{self.cluster}",
+            credentials=self.nats_credentials,
+            user=self.nats_user,
+            password=self.nats_password,
         )
         api = await kube.load_client(self.kubeconfig)
         self._k8s = kube.Kube(api)
         elog = eventlog.EventLog(self._nc, self.clusterset)
-        await elog.ensure(self.stream)
+        if self.create_stream:
+            await elog.ensure(self.stream)
+        else:
+            await elog.require_stream()
         if self.publish:
             self.publisher = Publisher(
                 self._k8s, elog, self.cluster, self.metrics, self.publisher_settings
@@ -80,6 +90,15 @@ class Member:
             log.exception(f"{what}.crashed", cluster=self.cluster)
             raise
 
+    def alive(self) -> bool:
+        """True while every started task runs."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def is_ready(self) -> bool:
+        pub = self.publisher is None or self.publisher.ready.is_set()
+        sub = self.subscriber is None or self.subscriber.ready.is_set()
+        return self.alive() and pub and sub
+
     async def wait_ready(self, timeout: float = 60.0) -> None:
         waits = []
         if self.publisher is not None:
@@ -91,6 +110,14 @@ class Member:
                 if t.done():
                     t.result()
             await asyncio.gather(*waits)
+
+    async def wait(self) -> None:
+        """Return when a component stops; re-raise its error if it failed."""
+        if not self._tasks:
+            return
+        done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
 
     async def stop(self) -> None:
         for t in self._tasks:

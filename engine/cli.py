@@ -1,0 +1,338 @@
+"""The ``mcsync`` command line.
+
+Each command is a thin wrapper: it parses options, configures logging, and hands over to the
+module that does the work (``runner``, ``localstack``, ``demo``, ``schema``, ``audit``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from engine import __version__, logs
+from engine.errors import ConfigError, SyncError
+
+app = typer.Typer(
+    name="mcsync",
+    help="Keep a set of Kubernetes clusters in sync through one replicated event log on NATS "
+    "JetStream: Multi-Cluster Services, cluster inventory and cross-cluster leases.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+local_app = typer.Typer(help="A whole clusterset on this machine, for trying mcsync out.")
+app.add_typer(local_app, name="local")
+console = Console(stderr=True)
+
+ClustersetOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar="MCSYNC_CLUSTERSET",
+        help="Clusterset name; must match this cluster's clusterset.k8s.io ClusterProperty "
+        "(read from it when omitted).",
+    ),
+]
+NatsUrlOpt = Annotated[
+    str, typer.Option(envvar="MCSYNC_NATS_URL", help="NATS server URL(s), comma-separated.")
+]
+NatsCredsOpt = Annotated[
+    Path | None,
+    typer.Option(envvar="MCSYNC_NATS_CREDS", help="NATS credentials file (JWT + nkey seed)."),
+]
+NatsUserOpt = Annotated[str | None, typer.Option(envvar="MCSYNC_NATS_USER", help="NATS user.")]
+NatsPasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option(envvar="MCSYNC_NATS_PASSWORD_FILE", help="File holding the NATS password."),
+]
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option(envvar="KUBECONFIG", help="kubeconfig file; in-cluster config when omitted."),
+]
+HealthPortOpt = Annotated[
+    int, typer.Option(help="Port of /healthz, /readyz and /metrics (0: any free port).")
+]
+LogFormatOpt = Annotated[str, typer.Option(help="Log format: json, console or auto.")]
+LogLevelOpt = Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")]
+CreateStreamOpt = Annotated[
+    bool,
+    typer.Option(
+        "--create-stream/--no-create-stream",
+        help="Provision the clusterset's stream if missing (needs stream-admin rights).",
+    ),
+]
+
+
+def _logging(fmt: str, level: str) -> None:
+    logs.configure(level, json=None if fmt == "auto" else fmt == "json")
+
+
+def _run(coro: Coroutine[Any, Any, int | None]) -> None:
+    """Run a command's coroutine; SIGINT/SIGTERM cancel it cleanly; errors exit non-zero."""
+
+    async def main() -> int | None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        code = asyncio.run(main())
+    except asyncio.CancelledError:
+        code = 0
+    except KeyboardInterrupt:
+        code = 130
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    except SyncError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code or 0)
+
+
+def _password(path: Path | None) -> str | None:
+    return path.read_text().strip() if path is not None else None
+
+
+async def _serve(
+    *,
+    publish: bool,
+    subscribe: bool,
+    clusterset: str | None,
+    nats_url: str,
+    nats_creds: Path | None,
+    nats_user: str | None,
+    nats_password_file: Path | None,
+    kubeconfig: Path | None,
+    health_port: int,
+    create_stream: bool,
+) -> int:
+    from engine import identity, kube, runner
+    from engine.health import HealthServer
+
+    api = await kube.load_client(kubeconfig)
+    try:
+        me = await identity.read(kube.Kube(api), clusterset)
+    finally:
+        await api.close()
+    log = logs.get("mcsync").bind(cluster=me.cluster, clusterset=me.clusterset)
+    member = runner.Member(
+        cluster=me.cluster,
+        clusterset=me.clusterset,
+        kubeconfig=kubeconfig,
+        nats_url=nats_url,
+        publish=publish,
+        subscribe=subscribe,
+        nats_credentials=str(nats_creds) if nats_creds else None,
+        nats_user=nats_user,
+        nats_password=_password(nats_password_file),
+        create_stream=create_stream,
+    )
+    health = HealthServer(member.metrics.registry, member.alive, member.is_ready, port=health_port)
+    port = await health.start()
+    log.info("mcsync.starting", publisher=publish, subscriber=subscribe, health_port=port)
+    try:
+        await member.start()
+        await member.wait()
+        return 1
+    finally:
+        await member.stop()
+        await health.stop()
+
+
+@app.command()
+def publisher(
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    clusterset: ClustersetOpt = None,
+    nats_creds: NatsCredsOpt = None,
+    nats_user: NatsUserOpt = None,
+    nats_password_file: NatsPasswordFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    health_port: HealthPortOpt = 8080,
+    create_stream: CreateStreamOpt = True,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Watch this cluster's ServiceExports, Services and EndpointSlices; append their events."""
+    _logging(log_format, log_level)
+    _run(
+        _serve(
+            publish=True,
+            subscribe=False,
+            clusterset=clusterset,
+            nats_url=nats_url,
+            nats_creds=nats_creds,
+            nats_user=nats_user,
+            nats_password_file=nats_password_file,
+            kubeconfig=kubeconfig,
+            health_port=health_port,
+            create_stream=create_stream,
+        )
+    )
+
+
+@app.command()
+def subscriber(
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    clusterset: ClustersetOpt = None,
+    nats_creds: NatsCredsOpt = None,
+    nats_user: NatsUserOpt = None,
+    nats_password_file: NatsPasswordFileOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    health_port: HealthPortOpt = 8080,
+    create_stream: CreateStreamOpt = True,
+    log_format: LogFormatOpt = "auto",
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Follow the log and materialize ServiceImports, derived Services and EndpointSlices."""
+    _logging(log_format, log_level)
+    _run(
+        _serve(
+            publish=False,
+            subscribe=True,
+            clusterset=clusterset,
+            nats_url=nats_url,
+            nats_creds=nats_creds,
+            nats_user=nats_user,
+            nats_password_file=nats_password_file,
+            kubeconfig=kubeconfig,
+            health_port=health_port,
+            create_stream=create_stream,
+        )
+    )
+
+
+@local_app.command("up")
+def local_up(
+    clusters: Annotated[int, typer.Option(min=1, max=8, help="How many clusters.")] = 3,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where kubeconfigs, nats.url and ready go.")
+    ] = Path("local"),
+    clusterset: Annotated[str, typer.Option(help="Clusterset name.")] = "local",
+    mcsync: Annotated[
+        bool,
+        typer.Option("--mcsync/--no-mcsync", help="Run a publisher and subscriber per cluster."),
+    ] = True,
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Start a nats-server and N control planes; stay up until interrupted."""
+    _logging("console", log_level)
+
+    async def up() -> int:
+        from engine.localstack import LocalStack
+
+        with console.status(f"starting nats-server and {clusters} control planes..."):
+            stack = LocalStack(clusters, directory.resolve(), clusterset, with_mcsync=mcsync)
+            await stack.start()
+        try:
+            assert stack.nats is not None
+            console.print(f"[bold green]clusterset {clusterset!r} is up[/]")
+            console.print(f"  nats:        {stack.nats.url}  ({directory}/nats.url)")
+            for name in stack.names:
+                console.print(f"  {name}:  kubeconfig {directory}/{name}.kubeconfig")
+            running = "publisher + subscriber per cluster" if mcsync else "not running"
+            console.print(f"  mcsync:      {running}")
+            console.print("Ctrl-C stops everything.")
+            await asyncio.Event().wait()
+            return 0
+        finally:
+            await stack.stop()
+
+    _run(up())
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option(help="Exit 0 as soon as everything converged.")] = False,
+    directory: Annotated[Path, typer.Option("--dir", help="Where kubeconfigs go.")] = Path(
+        "local/demo"
+    ),
+    log_level: LogLevelOpt = "warning",
+) -> None:
+    """Run the local multi-cluster demo: 3 clusters, exports converging live."""
+    _logging("console", log_level)
+    from engine import demo as demo_mod
+
+    _run(demo_mod.run(directory.resolve(), once, Console()))
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option(help="The docs directory to write into.")] = Path("docs"),
+    check: Annotated[bool, typer.Option(help="Only check the files are current.")] = False,
+) -> None:
+    """Generate the JSON Schemas of the events and the AsyncAPI document of the log."""
+    from engine import schema as schema_mod
+
+    if check:
+        stale = schema_mod.check(out)
+        if stale:
+            console.print(f"[red]out of date:[/] {', '.join(stale)}; run `mcsync schema`")
+            raise typer.Exit(1)
+        console.print("schemas are current")
+        return
+    for path in schema_mod.write(out):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def replay(
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    clusterset: Annotated[
+        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
+    ] = "local",
+    nats_creds: NatsCredsOpt = None,
+    since: Annotated[datetime | None, typer.Option(help="From this time (ISO 8601).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Up to this time (ISO 8601).")] = None,
+    from_seq: Annotated[int | None, typer.Option(help="From this stream sequence.")] = None,
+    to_seq: Annotated[int | None, typer.Option(help="Up to this stream sequence.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Only this cluster's events.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="Only events of this service, as namespace/name.")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option(help="After the events, explain the service's import as of the end.")
+    ] = False,
+    output: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """Replay the log for audit: what each cluster said, when, and what it led to."""
+    _logging("console", "warning")
+    from engine import audit
+
+    _run(
+        audit.run(
+            nats_url=nats_url,
+            clusterset=clusterset,
+            credentials=str(nats_creds) if nats_creds else None,
+            since=since,
+            until=until,
+            from_seq=from_seq,
+            to_seq=to_seq,
+            cluster=cluster,
+            service=service,
+            explain=explain,
+            output=output,
+            console=Console(),
+        )
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(f"mcsync {__version__}")
+
+
+def main() -> None:
+    app()
