@@ -489,9 +489,10 @@ class Follower:
         )
         info = await self._sub.consumer_info()
         if info.num_pending == 0:
-            delivered = int(info.delivered.consumer_seq or 0) if info.delivered else 0
+            seq_info = info.delivered
+            delivered = int(seq_info.consumer_seq or 0) if seq_info else 0
             # Nothing delivered: nothing to read. Otherwise wait for the last pushed message.
-            self._target = int(info.delivered.stream_seq or 0) if delivered else 0
+            self._target = int(seq_info.stream_seq or 0) if seq_info and delivered else 0
             if self.processed_seq >= self._target:
                 self.caught_up.set()
 

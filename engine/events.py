@@ -142,6 +142,9 @@ class ClusterJoined(Event, frozen=True, tag="cluster.joined.v1"):
     kubernetes_version: str = ""
     access_providers: tuple[AccessProvider, ...] = ()
     display_name: str | None = None
+    observed: datetime | None = None
+    """When the publisher read these properties from the member (ClusterProfile
+    ``lastObservedTime``)."""
 
 
 class ClusterUpdated(ClusterJoined, frozen=True, tag="cluster.updated.v1"):
@@ -155,12 +158,17 @@ class ClusterLeft(Event, frozen=True, tag="cluster.left.v1"):
 
 
 class Heartbeat(Event, frozen=True, tag="heartbeat.v1"):
-    """The member is alive; ``health`` is its control plane's readiness."""
+    """The member is alive; ``health`` is its control plane's readiness.
+
+    ``instance`` identifies the publisher process, so two publishers claiming one cluster id
+    are told apart.
+    """
 
     health: Health = "Healthy"
     reason: str = ""
     message: str = ""
     interval_seconds: float = 10.0
+    instance: str = ""
 
 
 class SnapshotComplete(Event, frozen=True, tag="sync.complete.v1"):

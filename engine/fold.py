@@ -40,11 +40,14 @@ class ClusterRecord:
     """What the log says about one member."""
 
     info: ev.ClusterJoined | None = None
-    joined_at: datetime | None = None
     left: bool = False
     last_heartbeat: ev.Heartbeat | None = None
     last_heartbeat_at: datetime | None = None
     snapshot_epoch: int | None = None
+    instances: dict[str, datetime] = field(default_factory=dict)
+    """When each publisher instance claiming this cluster id last sent a heartbeat. A sliding
+    observation for duplicate-id detection, not durable state: a last-per-subject bootstrap
+    sees one instance until the next heartbeats, so it is left out of :meth:`snapshot`."""
 
 
 @dataclass(slots=True)
@@ -96,7 +99,6 @@ class ClusterSetState:
             "clusters": {
                 k: {
                     "info": r.info,
-                    "joinedAt": r.joined_at,
                     "left": r.left,
                     "heartbeat": r.last_heartbeat,
                     "heartbeatAt": r.last_heartbeat_at,
@@ -202,31 +204,20 @@ def _mutate(state: ClusterSetState, parsed: subjects.Parsed, env: Envelope) -> N
                     state.slices.pop(key, None)
         case ev.ClusterJoined():  # also ClusterUpdated
             rec = state.clusters.setdefault(cluster, ClusterRecord())
-            if rec.info is None or rec.left:
-                rec.joined_at = env.time
             rec.info = event
             rec.left = False
         case ev.ClusterLeft():
-            rec = state.clusters.setdefault(cluster, ClusterRecord())
-            rec.left = True
-            _forget_cluster(state, cluster)
+            # Membership only: the cluster's keys stay as their own subjects say (its publisher
+            # tombstones them before leaving), so a last-per-subject bootstrap and a full
+            # replay agree. The merge ignores clusters that left (engine.inventory.admitted).
+            state.clusters.setdefault(cluster, ClusterRecord()).left = True
         case ev.Heartbeat():
             rec = state.clusters.setdefault(cluster, ClusterRecord())
             rec.last_heartbeat = event
             rec.last_heartbeat_at = env.time
+            if event.instance:
+                rec.instances[event.instance] = env.time
         case ev.SnapshotComplete():
             state.clusters.setdefault(cluster, ClusterRecord()).snapshot_epoch = event.epoch
         case ev.LeaseAcquired() | ev.LeaseReleased():
             state.leases[event.name] = LeaseRecord(event, env.seq, env.time, event.token)
-
-
-def _forget_cluster(state: ClusterSetState, cluster: str) -> None:
-    """A member that left takes its exports and endpoints with it."""
-    for key in [k for k, v in state.exports.items() if cluster in v]:
-        del state.exports[key][cluster]
-        if not state.exports[key]:
-            del state.exports[key]
-    for key in [k for k, v in state.slices.items() if cluster in v]:
-        del state.slices[key][cluster]
-        if not state.slices[key]:
-            del state.slices[key]
