@@ -210,7 +210,9 @@ def _mutate(state: ClusterSetState, parsed: subjects.Parsed, env: Envelope) -> N
             # Membership only: the cluster's keys stay as their own subjects say (its publisher
             # tombstones them before leaving), so a last-per-subject bootstrap and a full
             # replay agree. The merge ignores clusters that left (engine.inventory.admitted).
-            state.clusters.setdefault(cluster, ClusterRecord()).left = True
+            rec = state.clusters.setdefault(cluster, ClusterRecord())
+            rec.left = True
+            rec.info = None
         case ev.Heartbeat():
             rec = state.clusters.setdefault(cluster, ClusterRecord())
             rec.last_heartbeat = event
