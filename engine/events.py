@@ -169,6 +169,8 @@ class Heartbeat(Event, frozen=True, tag="heartbeat.v1"):
     message: str = ""
     interval_seconds: float = 10.0
     instance: str = ""
+    stopping: bool = False
+    """The last heartbeat of a publisher that is shutting down: its id is free at once."""
 
 
 class SnapshotComplete(Event, frozen=True, tag="sync.complete.v1"):

@@ -171,6 +171,28 @@ class Kube:
         result: Obj = msgspec.json.decode(data) if data else {}
         return result
 
+    async def probe(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        """GET a non-JSON endpoint such as ``/readyz``; (status, body); status 0 if unreachable."""
+        try:
+            resp = await self.api.call_api(
+                path,
+                "GET",
+                header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return 0, repr(exc)
+        except ApiException as exc:
+            return int(exc.status or 0), str(exc.reason or "")
+        try:
+            return resp.status, (await resp.text())[:500]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return 0, repr(exc)
+        finally:
+            resp.release()
+
     async def get(self, res: Resource, namespace: str | None, name: str) -> Obj | None:
         try:
             return await self.request("GET", res.path(namespace, name))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +21,7 @@ from nats.aio.client import Client as NATS
 
 from engine import eventlog, kube, logs
 from engine.metrics import Metrics
+from publishers.membership import ReporterSettings
 from publishers.publisher import Publisher, PublisherSettings
 from subscribers.subscriber import Subscriber, SubscriberSettings
 
@@ -40,6 +44,10 @@ class Member:
     create_stream: bool = True
     stream: eventlog.StreamSettings = field(default_factory=eventlog.StreamSettings)
     publisher_settings: PublisherSettings = field(default_factory=PublisherSettings)
+    reporter_settings: ReporterSettings = field(default_factory=ReporterSettings)
+    instance: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
     subscriber_settings: SubscriberSettings = field(default_factory=SubscriberSettings)
     metrics: Metrics = field(default_factory=Metrics)
     publisher: Publisher | None = None
@@ -70,7 +78,13 @@ class Member:
             await elog.require_stream()
         if self.publish:
             self.publisher = Publisher(
-                self._k8s, elog, self.cluster, self.metrics, self.publisher_settings
+                self._k8s,
+                elog,
+                self.cluster,
+                self.metrics,
+                self.publisher_settings,
+                instance=self.instance,
+                reporter_settings=self.reporter_settings,
             )
             self._tasks.append(asyncio.create_task(self._guard("publisher", self.publisher.run())))
         if self.subscribe:

@@ -20,10 +20,12 @@ byte-for-byte the same documents. Three kinds of output:
 
 from __future__ import annotations
 
+import ast
 import copy
 import inspect
 import json
 import re
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +139,10 @@ CHANNELS: Final[tuple[Channel, ...]] = (
         events=(ev.Heartbeat,),
         summary="Liveness and control-plane health of one cluster.",
         description=(
-            "Appended every few seconds without compare-and-set. Subscribers withdraw a "
-            "cluster's endpoints when its heartbeats stop for longer than the staleness lease. "
-            "Heartbeats may carry `Nats-TTL` so they do not dominate the history."
+            "Appended every few seconds without compare-and-set. Subscribers treat a cluster "
+            "whose heartbeats stopped for longer than the heartbeat lease as stale. Routine "
+            "heartbeats carry `Nats-TTL` so they do not dominate the history; health "
+            "transitions are kept."
         ),
     ),
     Channel(
@@ -180,6 +183,43 @@ def _doc(obj: type) -> str:
     text = inspect.cleandoc(obj.__doc__ or "")
     text = _ROLE.sub(r"`\1`", text)
     return _RST_LITERAL.sub(r"`\1`", text)
+
+
+def _field_docs(struct_type: type) -> dict[str, str]:
+    """Attribute docstrings (a string right below a field) by JSON field name.
+
+    msgspec does not see them, so they are read from the source of the class and its bases; a
+    subclass's docstring wins. Without source (a frozen build), fields simply have none.
+    """
+    encode_names = {f.name: f.encode_name for f in msgspec.structs.fields(struct_type)}
+    docs: dict[str, str] = {}
+    for klass in reversed(struct_type.__mro__):
+        if not issubclass(klass, msgspec.Struct) or klass is msgspec.Struct:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        cls_def = tree.body[0]
+        if not isinstance(cls_def, ast.ClassDef):
+            continue
+        for field, doc in zip(cls_def.body, cls_def.body[1:], strict=False):
+            if (
+                isinstance(field, ast.AnnAssign)
+                and isinstance(field.target, ast.Name)
+                and field.target.id in encode_names
+                and isinstance(doc, ast.Expr)
+                and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)
+            ):
+                text = inspect.cleandoc(doc.value.value).replace("\n", " ")
+                docs[encode_names[field.target.id]] = _RST_LITERAL.sub(r"`\1`", text)
+    return docs
+
+
+def _with_field_docs(properties: JsonObj, struct_type: type) -> JsonObj:
+    docs = _field_docs(struct_type)
+    return {k: {**v, "description": docs[k]} if k in docs else v for k, v in properties.items()}
 
 
 def _summary(obj: type) -> str:
@@ -233,10 +273,23 @@ _DEAD_LETTER_CLUSTER: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Header:
+    """One message header: its schema, when it is set, and what it means."""
+
     name: str
     schema: JsonObj
-    required: bool
+    value: str
+    """The value in short, for the tables of the docs."""
+    when: str
+    """On which messages it is set; ``always`` headers are required by the schema."""
     description: str
+
+    @property
+    def required(self) -> bool:
+        return self.when == ALWAYS
+
+
+ALWAYS: Final = "always"
+_HEX_ID: Final = "^[0-9a-f]{32}$"
 
 
 def _event_headers() -> tuple[Header, ...]:
@@ -245,81 +298,94 @@ def _event_headers() -> tuple[Header, ...]:
         Header(
             "ce-specversion",
             {"type": "string", "const": CE_SPECVERSION},
-            True,
+            f"`{CE_SPECVERSION}`",
+            ALWAYS,
             "CloudEvents version. A reader rejects any other value.",
         ),
         Header(
             "ce-id",
-            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            True,
-            "The event id, equal to `Nats-Msg-Id`: 32 hex digits of SHA-256 over the subject, "
-            "the expected previous sequence on it and the body, so a re-published event has the "
-            "same id.",
+            {"type": "string", "pattern": _HEX_ID},
+            "32 hex digits, equal to `Nats-Msg-Id`",
+            ALWAYS,
+            "The event id: SHA-256 over the subject, the sequence the append expects to follow "
+            "on it and the body, cut to 32 hex digits. Re-publishing the same append gives the "
+            "same id; returning to an earlier state later follows another sequence, so it is a "
+            "new id.",
         ),
         Header(
             "ce-source",
             {"type": "string", "pattern": "^/mcsync/[a-z0-9-]+/[a-z0-9-]+$"},
-            True,
-            "`/mcsync/<clusterset>/<cluster>`: the clusterset and the writing cluster.",
+            "`/mcsync/<clusterset>/<cluster>`",
+            ALWAYS,
+            "The clusterset and the writing cluster.",
         ),
         Header(
             "ce-type",
             {"type": "string", "enum": ce_types},
-            True,
-            f"`{CE_TYPE_PREFIX}` followed by the body's `type` tag; a reader rejects a message "
+            f"`{CE_TYPE_PREFIX}<tag>`",
+            ALWAYS,
+            f"`{CE_TYPE_PREFIX}` followed by the body's `type` tag. A reader rejects a message "
             "whose `ce-type` and body disagree.",
         ),
         Header(
             "ce-time",
             {"type": "string", "format": "date-time"},
-            True,
-            "When the writer appended the event (its clock, UTC, RFC 3339 with `Z`). The "
-            "stream's own timestamp is the time of record; this one is informative.",
+            "RFC 3339, UTC, with `Z`",
+            ALWAYS,
+            "When the writer appended the event, by its clock. The stream's own timestamp is "
+            "the time of record; this one is informative.",
         ),
         Header(
             "ce-datacontenttype",
             {"type": "string", "const": "application/json"},
-            True,
-            "The body is JSON (NATS binding: this header, not `Content-Type`).",
+            "`application/json`",
+            ALWAYS,
+            "The body is JSON (in the NATS binding this header replaces `Content-Type`).",
         ),
         Header(
             "ce-subject",
             {"type": "string"},
-            True,
-            "The NATS subject the event was appended on, percent-encoded.",
+            "the subject, percent-encoded",
+            ALWAYS,
+            "The NATS subject the event was appended on.",
         ),
         Header(
             "Nats-Msg-Id",
-            {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            True,
-            "JetStream deduplication id, equal to `ce-id`: inside the stream's duplicate window "
-            "a second append with the same id is acknowledged with the first one's sequence and "
-            "not stored again.",
+            {"type": "string", "pattern": _HEX_ID},
+            "equal to `ce-id`",
+            ALWAYS,
+            "JetStream deduplication id: inside the stream's duplicate window a second append "
+            "with the same id is acknowledged with the first one's sequence and not stored "
+            "again.",
         ),
         Header(
             "Nats-Expected-Last-Subject-Sequence",
             {"type": "string", "pattern": "^[0-9]+$"},
-            False,
-            "Compare-and-set: the append is refused (JetStream error 10071, wrong last sequence) "
+            "the last sequence on the subject (`0`: none yet)",
+            "every append except heartbeats",
+            "Compare-and-set: JetStream refuses the append (error 10071, wrong last sequence) "
             "unless the last message on the subject has this sequence; `0` means the subject "
-            "must be empty. Set on every append except heartbeats. It describes the write, not "
-            "the event: it is stored with the message, but a reader must not rely on it.",
+            "must be empty. It describes the write, not the event: nats-server stores it with "
+            "the message, but a reader must not rely on it.",
         ),
         Header(
             "Nats-Expected-Last-Subject-Sequence-Subject",
             {"type": "string"},
-            False,
-            "Lease appends only: the compare-and-set above is checked against the last sequence "
-            "of this wildcard, `mcsync.<clusterset>.*.lease.<lease>`, instead of the own "
-            f"subject (nats-server {MIN_NATS_SERVER}+).",
+            "`mcsync.<clusterset>.*.lease.<lease>`",
+            "lease appends",
+            "Makes the compare-and-set above check the last sequence of this wildcard (every "
+            "cluster's subject of the lease) instead of the own subject, so one lease is one "
+            f"sequence (nats-server {MIN_NATS_SERVER}+).",
         ),
         Header(
             "Nats-TTL",
             {"type": "string", "pattern": "^[0-9]+$"},
-            False,
-            "Heartbeats only: the message expires after this many seconds (stream "
-            f"`allow_msg_ttl`, nats-server {MIN_NATS_SERVER}+), so frequent heartbeats do not "
-            "fill the history.",
+            "seconds (three heartbeat leases)",
+            "routine heartbeats",
+            "The message expires after this many seconds (stream `allow_msg_ttl`, nats-server "
+            f"{MIN_NATS_SERVER}+), so routine heartbeats do not fill the history. A publisher's "
+            "first heartbeat and every health transition carry no TTL and stay for the audit "
+            "trail.",
         ),
     )
 
@@ -329,28 +395,31 @@ def _dead_letter_headers() -> tuple[Header, ...]:
         Header(
             "Mcsync-Dlq-Subject",
             {"type": "string"},
-            True,
+            "the original subject",
+            ALWAYS,
             "The subject of the message that did not decode.",
         ),
         Header(
             "Mcsync-Dlq-Seq",
             {"type": "string", "pattern": "^[0-9]+$"},
-            True,
-            "Its sequence in the clusterset's stream (the original is still there).",
+            "the original sequence",
+            ALWAYS,
+            "Its sequence in the clusterset's stream, where the original stays.",
         ),
         Header(
             "Mcsync-Dlq-Error",
             {"type": "string"},
-            True,
-            "Why it was set aside, percent-encoded like CloudEvents header values, at most "
-            "1000 characters before encoding.",
+            "the reason, percent-encoded",
+            ALWAYS,
+            "Why it was set aside, at most 1000 characters before percent-encoding (the same "
+            "encoding as CloudEvents header values).",
         ),
         Header(
             "Nats-Msg-Id",
             {"type": "string"},
-            True,
-            "`dlq-<reader cluster>-<stream>-<sequence>`: a message is dead-lettered once per "
-            "reader, however often it is redelivered.",
+            "`dlq-<reader>-<stream>-<sequence>`",
+            ALWAYS,
+            "One dead letter per reader and message, however often the message is delivered.",
         ),
     )
 
@@ -403,13 +472,15 @@ class _Bodies:
 
 
 def _bodies() -> _Bodies:
-    _, defs = msgspec.json.schema_components(ev.EVENT_TYPES, ref_template=_DEFS + "{name}")
+    _, raw_defs = msgspec.json.schema_components(ev.EVENT_TYPES, ref_template=_DEFS + "{name}")
+    # Through JSON once, so defaults are plain JSON values (lists, not tuples) everywhere.
+    defs: dict[str, JsonObj] = json.loads(json.dumps(raw_defs))
     by_name: dict[str, type] = {t.__name__: t for t in ev.EVENT_TYPES}
     events: dict[str, JsonObj] = {}
     for event_type in ev.EVENT_TYPES:
         tag = ev.tag_of(event_type)
         raw = defs[event_type.__name__]
-        properties = dict(raw["properties"])
+        properties = _with_field_docs(raw["properties"], event_type)
         # msgspec writes the tag as a one-value enum; const says the same more plainly.
         properties["type"] = {"const": tag}
         events[tag] = {
@@ -429,7 +500,7 @@ def _bodies() -> _Bodies:
             "title": name,
             "description": _doc(struct_type),
             "type": "object",
-            "properties": dict(raw["properties"]),
+            "properties": _with_field_docs(raw["properties"], struct_type),
         }
         if raw.get("required"):
             struct["required"] = list(raw["required"])
@@ -482,7 +553,7 @@ def _message(event_type: type[ev.Event]) -> JsonObj:
     tag = ev.tag_of(event_type)
     channel = channel_of(event_type)
     notes = {
-        "heartbeat": "Appended without compare-and-set; may carry `Nats-TTL`.",
+        "heartbeat": "Appended without compare-and-set; routine ones carry `Nats-TTL`.",
         "lease": "Appended with compare-and-set across every cluster's subject of the lease.",
     }
     write = notes.get(
@@ -716,15 +787,23 @@ def _md_type(node: JsonObj) -> str:
 
 def _fields_table(schema: JsonObj) -> str:
     required = set(schema.get("required", []))
+    properties: JsonObj = schema["properties"]
+    # A meaning column only where the types document their fields (attribute docstrings).
+    described = any("description" in node for node in properties.values())
     rows = ["| field | type | required / default |", "|---|---|---|"]
-    for name, node in schema["properties"].items():
+    if described:
+        rows = ["| field | type | required / default | meaning |", "|---|---|---|---|"]
+    for name, node in properties.items():
         if name in required:
             need = "required"
         elif "default" in node:
             need = "default " + _md_code(json.dumps(node["default"]))
         else:
             need = "optional"
-        rows.append(f"| `{name}` | {_md_type(node)} | {need} |")
+        row = f"| `{name}` | {_md_type(node)} | {need} |"
+        if described:
+            row += f" {node.get('description', '')} |"
+        rows.append(row)
     return "\n".join(rows)
 
 
@@ -742,15 +821,8 @@ def _subjects_table() -> str:
 
 
 def _headers_table(headers: tuple[Header, ...]) -> str:
-    rows = ["| header | value | always |", "|---|---|---|"]
-    for h in headers:
-        if "const" in h.schema:
-            value = _md_code(str(h.schema["const"]))
-        elif "enum" in h.schema:
-            value = _md_code(CE_TYPE_PREFIX + "<tag>")
-        else:
-            value = h.description.split(". ")[0].rstrip(".")
-        rows.append(f"| `{h.name}` | {value} | {'yes' if h.required else 'no'} |")
+    rows = ["| header | value | set on | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{h.name}` | {h.value} | {h.when} | {h.description} |" for h in headers]
     return "\n".join(rows)
 
 

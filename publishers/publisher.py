@@ -24,6 +24,7 @@ from engine.errors import ConflictError, DecodeError, SyncError
 from engine.fold import Envelope
 from engine.metrics import Metrics
 from publishers import convert
+from publishers.membership import MembershipReporter, ReporterSettings
 
 log = logs.get("mcsync.publisher")
 
@@ -54,6 +55,9 @@ class Publisher:
     metrics: Metrics = field(default_factory=Metrics)
     settings: PublisherSettings = field(default_factory=PublisherSettings)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    instance: str = "publisher"
+    """This process's identity in heartbeats (unique per process; see membership)."""
+    reporter_settings: ReporterSettings = field(default_factory=ReporterSettings)
 
     def __post_init__(self) -> None:
         self.clusterset = self.log.clusterset
@@ -75,6 +79,19 @@ class Publisher:
             label_selector="kubernetes.io/service-name,!multicluster.kubernetes.io/service-name",
         )
         self._log = log.bind(cluster=self.cluster, clusterset=self.clusterset)
+        self._flushing = asyncio.Lock()
+        self._booting = True
+        self.reporter = MembershipReporter(
+            self.k8s,
+            self.log,
+            self.cluster,
+            self.instance,
+            self.reporter_settings,
+            self.metrics,
+            self.clock,
+            on_leave=self._withdraw_all,
+            on_join=self._publish_all,
+        )
 
     # --- subjects of keys ------------------------------------------------------------------
 
@@ -113,6 +130,8 @@ class Publisher:
     # --- desired events --------------------------------------------------------------------
 
     def _desired_export(self, key: ServiceKey) -> ev.ExportUpserted | None:
+        if not self.reporter.member:
+            return None  # not (or no longer) a member of the clusterset: export nothing
         export = self.exports.get(*key)
         if export is None:
             return None
@@ -191,8 +210,31 @@ class Publisher:
         elif isinstance(got, DecodeError):
             self.published[subject] = _Published(await self.log.last_sequence(subject), None)
 
+    async def _withdraw_all(self) -> None:
+        """Before a leave: tombstone every key we published."""
+        self._mark_everything()
+        await self.flush()
+
+    async def _publish_all(self) -> None:
+        """After a (re)join: publish every key."""
+        if self._booting:
+            return  # the bootstrap publishes everything in one bulk append
+        self._mark_everything()
+        await self.flush()
+
+    def _mark_everything(self) -> None:
+        for subject in list(self.published):
+            if subjects.parse(subject).kind in ("export", "slice"):
+                self.dirty.add(subject)
+        for key in list(self.exports.cache):
+            self._mark_service(key)
+
     async def flush(self) -> int:
         """Publish every dirty key whose desired event differs from the log; return count."""
+        async with self._flushing:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> int:
         count = 0
         while self.dirty:
             batch = sorted(self.dirty)
@@ -226,13 +268,14 @@ class Publisher:
             self.services.synced.wait(),
             self.endpoint_slices.synced.wait(),
         )
+        # Membership and the first heartbeat go first: subscribers admit a cluster's exports
+        # only while it is a live member.
+        await self.reporter.bootstrap()
+        self._booting = False
         # Every key we know of, from the log and from the cluster.
-        for subject in list(self.published):
-            if subjects.parse(subject).kind in ("export", "slice"):
-                self.dirty.add(subject)
-        for key in list(self.exports.cache):
-            self._mark_service(key)
-        written = await self._flush_bulk()
+        self._mark_everything()
+        async with self._flushing:
+            written = await self._flush_bulk()
         self.epoch += 1
         sync_subject = subjects.sync(self.clusterset, self.cluster)
         await self._append(
@@ -258,7 +301,7 @@ class Publisher:
             # Someone else writes our subjects; fall back to one by one with re-reads.
             for a in items:
                 self.dirty.add(a.subject)
-            return await self.flush()
+            return await self._flush_locked()
         for a, seq in zip(items, seqs, strict=True):
             self.published[a.subject] = _Published(seq, a.event)
             self.metrics.events_out.labels(self.cluster, ev.tag_of(type(a.event))).inc()
@@ -268,9 +311,15 @@ class Publisher:
     async def run(self) -> None:
         """Run until cancelled."""
         async with asyncio.TaskGroup() as tg:
-            for informer in (self.exports, self.services, self.endpoint_slices):
+            for informer in (
+                self.exports,
+                self.services,
+                self.endpoint_slices,
+                self.reporter.properties,
+            ):
                 tg.create_task(informer.run())
             await self.bootstrap()
+            tg.create_task(self.reporter.run())
             while True:
                 await self._wake.wait()
                 self._wake.clear()

@@ -12,9 +12,10 @@ backoff; permanent ones (validation, conflicts) are logged and counted, not loop
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tenacity import (
@@ -24,11 +25,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from engine import eventlog, kube, logs, mcs, plan
+from engine import eventlog, inventory, kube, logs, mcs, plan
 from engine import events as ev
 from engine import fold as folding
 from engine.errors import DecodeError, PermanentError, TransientError
 from engine.metrics import Metrics
+from subscribers.profiles import ProfileSync
 
 log = logs.get("mcsync.subscriber")
 
@@ -59,6 +61,19 @@ class SubscriberSettings:
     """Services reconciled at once."""
     retry_for: float = 30.0
     """How long transient API errors of one write are retried before the key is requeued."""
+    inventory_namespace: str = "mcsync-system"
+    """Where ClusterProfiles are written (nothing is written while it does not exist)."""
+    lease_seconds: float = 30.0
+    """Heartbeat lease: a member silent this long is Unknown and handled by the policy."""
+    staleness_policy: inventory.StalenessPolicy = "withdraw"
+    """``withdraw``: a stale member's exports and endpoints leave every import until its next
+    heartbeat; ``keep``: they stay."""
+    tick_seconds: float = 1.0
+    """How often leases are re-evaluated."""
+    coalesce_seconds: float = 0.25
+    """The shortest time between two reconciles of one service (seconds). An isolated change is
+    applied at once; a burst of events for one service within this time waits out the rest of
+    it and becomes one write of the latest state."""
 
 
 @dataclass
@@ -76,6 +91,8 @@ class Subscriber:
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.reconciles = 0
+        self._reconciled_at: dict[ServiceKey, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
         self.imports = kube.Informer(self.k8s, kube.SERVICE_IMPORTS, self._on_owned)
@@ -95,10 +112,43 @@ class Subscriber:
         self.follower = eventlog.Follower(
             self.log, self.cluster, self._on_event, on_bad=self._on_bad
         )
+        self.lease = timedelta(seconds=self.settings.lease_seconds)
+        self.profiles = ProfileSync(
+            self.k8s,
+            self.cluster,
+            self.settings.inventory_namespace,
+            self.lease,
+            self.metrics,
+            self._on_profile,
+        )
+        self._profiles_dirty = True
+        self._log_time: datetime | None = None
+        self._log_mono = 0.0
+        self._admitted: frozenset[str] = frozenset()
+        self._health: dict[str, tuple[str, bool]] = {}
 
     @property
     def informers(self) -> tuple[kube.Informer, ...]:
-        return (self.namespaces, self.imports, self.services, self.slices, self.exports)
+        return (
+            self.namespaces,
+            self.imports,
+            self.services,
+            self.slices,
+            self.exports,
+            self.profiles.informer,
+        )
+
+    def now(self) -> datetime:
+        """The log's clock as seen from here: the newest event time plus the time elapsed on
+        our monotonic clock since it arrived (no wall-clock agreement needed)."""
+        if self._log_time is None:
+            return self.clock()
+        return self._log_time + timedelta(seconds=time.monotonic() - self._log_mono)
+
+    def admitted(self) -> frozenset[str]:
+        return inventory.admitted(
+            self.state, self.now(), self.lease, self.settings.staleness_policy
+        )
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -110,11 +160,11 @@ class Subscriber:
 
     def _on_event(self, env: folding.Envelope) -> None:
         event = env.event
+        if self._log_time is None or env.time > self._log_time:
+            self._log_time = env.time
+            self._log_mono = time.monotonic()
         self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
         before = self.state.counters.refused
-        before_exports = None
-        if isinstance(event, ev.ClusterLeft):
-            before_exports = [k for k, v in self.state.exports.items() if event.cluster in v]
         if not folding.apply(self.state, env):
             if self.state.counters.refused > before:
                 self.metrics.refused.labels(self.cluster).inc()
@@ -127,19 +177,63 @@ class Subscriber:
                 self._mark((event.namespace, event.name), env.time)
             case ev.SliceUpserted() | ev.SliceRemoved():
                 self._mark((event.namespace, event.service), env.time)
-            case ev.ClusterLeft():
-                for key in before_exports or []:
-                    self._mark(key, env.time)
+            case ev.ClusterJoined() | ev.ClusterLeft():
+                self._profiles_dirty = True
+                self._wake.set()
+                self._reassess()
+            case ev.Heartbeat():
+                self._reassess()
             case _:
                 pass
 
     def _on_bad(self, subject: str, seq: int, error: DecodeError) -> None:
         self.metrics.dead_letters.labels(self.cluster).inc()
 
+    def _reassess(self) -> None:
+        """Re-evaluate leases and health: a change marks the affected services and profiles."""
+        if not self.ready.is_set() and not self.follower.caught_up.is_set():
+            return  # the first full reconcile will look at everything
+        now = self.now()
+        admitted = self.admitted()
+        changed = admitted ^ self._admitted
+        if changed:
+            self._admitted = admitted
+            for key, by_cluster in self.state.exports.items():
+                if changed & by_cluster.keys():
+                    self._mark(key)
+            for c in changed:
+                self._log.warning(
+                    "member.admitted" if c in admitted else "member.withdrawn",
+                    member=c,
+                    policy=self.settings.staleness_policy,
+                )
+        health: dict[str, tuple[str, bool]] = {
+            c: (
+                inventory.health(r, now, self.lease).status,
+                inventory.duplicate(r, now, self.lease),
+            )
+            for c, r in inventory.members(self.state).items()
+        }
+        if health != self._health:
+            for c, (_, dup) in health.items():
+                self.metrics.duplicate_ids.labels(c).set(1 if dup else 0)
+                if dup and not self._health.get(c, ("", False))[1]:
+                    self._log.error("member.duplicate_cluster_id", member=c)
+            self._health = health
+            self._profiles_dirty = True
+            self._wake.set()
+
+    def _on_profile(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+        if new is None or old is None:
+            self._profiles_dirty = True
+            self._wake.set()
+
     def _on_namespace(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
         if (old is None) == (new is None):
             return  # an update: existence did not change
         ns = (new or old or {})["metadata"]["name"]
+        if ns == self.settings.inventory_namespace:
+            self._profiles_dirty = True
         for key in [k for k in self.state.exports if k[0] == ns]:
             self._mark(key)
 
@@ -180,7 +274,7 @@ class Subscriber:
     def desired(self, key: ServiceKey) -> dict[plan.ObjKey, kube.Obj]:
         ns, name = key
         exports = self.state.exports.get(key, {})
-        view = mcs.view(ns, name, exports)
+        view = mcs.view(ns, name, exports, self._admitted)
         derived = self.services.get(ns, plan.derived_name(ns, name))
         allocated = None
         if derived is not None:
@@ -286,10 +380,46 @@ class Subscriber:
                     keys.add((ns, svc))
         return keys
 
+    def _due(self) -> dict[ServiceKey, datetime | None]:
+        """Take the dirty services that may be reconciled now; the others (reconciled less than
+        ``coalesce_seconds`` ago) stay dirty, and a timer wakes the loop when the first is due."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        window = self.settings.coalesce_seconds
+        self._reconciled_at = {k: t for k, t in self._reconciled_at.items() if now - t < window}
+        due: dict[ServiceKey, datetime | None] = {}
+        later: dict[ServiceKey, datetime | None] = {}
+        for key, since in self.dirty.items():
+            (later if key in self._reconciled_at else due)[key] = since
+            if key not in self._reconciled_at:
+                self._reconciled_at[key] = now
+        self.dirty = later
+        if later:
+            wake_at = min(self._reconciled_at[k] for k in later) + window
+            if self._timer is None or self._timer.when() > wake_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(wake_at, self._on_timer)
+        return due
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake.set()
+
     async def _drain(self) -> None:
+        if self._profiles_dirty:
+            self._profiles_dirty = False
+            try:
+                await self.profiles.reconcile(
+                    self.state,
+                    self.now(),
+                    self.namespaces.get("", self.settings.inventory_namespace) is not None,
+                )
+            except TransientError as exc:
+                self._log.warning("profiles.retry", error=str(exc)[:300])
+                self._profiles_dirty = True
         sem = asyncio.Semaphore(self.settings.concurrency)
-        batch = self.dirty
-        self.dirty = {}
+        batch = self._due()
 
         async def one(key: ServiceKey, since: datetime | None) -> None:
             async with sem:
@@ -315,6 +445,9 @@ class Subscriber:
             await self.follower.start()
             try:
                 await self.follower.caught_up.wait()
+                self._admitted = self.admitted()
+                self._health = {}
+                self._reassess()
                 for key in self._all_keys():
                     self._mark(key)
                 await self._drain()
@@ -325,13 +458,22 @@ class Subscriber:
                     position=self.state.position,
                     services=len(self.state.exports),
                 )
+                tg.create_task(self._tick())
                 while True:
                     await self._wake.wait()
                     self._wake.clear()
-                    if self.dirty:
+                    if self.dirty or self._profiles_dirty:
                         await self._drain()
             finally:
+                if self._timer is not None:
+                    self._timer.cancel()
                 await self.follower.stop()
+
+    async def _tick(self) -> None:
+        """Leases lapse without events: look again every tick."""
+        while True:
+            await asyncio.sleep(self.settings.tick_seconds)
+            self._reassess()
 
 
 def _with_times(obj: kube.Obj, observed: kube.Obj | None, now: datetime) -> kube.Obj:

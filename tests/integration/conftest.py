@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from engine import kube, runner
+from engine import identity, kube, runner
 from tests.conftest import ClusterSet
 
 T = TypeVar("T")
@@ -66,6 +66,20 @@ class Members:
         self.members[name] = m
         return m
 
+    async def start_as(self, key: str, name: str, **kw: Any) -> runner.Member:
+        """Start a member for cluster ``name`` kept under ``key``, so one cluster can run its
+        publisher and subscriber as separate members (``publish=False`` / ``subscribe=False``)
+        or a second replica; ``stop(key)`` stops it."""
+        m = self.new(name, **kw)
+        await m.start()
+        try:
+            await m.wait_ready()
+        except BaseException:
+            await m.stop()
+            raise
+        self.members[key] = m
+        return m
+
     async def stop(self, name: str) -> None:
         await self.members.pop(name).stop()
 
@@ -76,6 +90,9 @@ class Members:
 
 @pytest.fixture
 async def members(clusterset: ClusterSet, clusterset_name: str) -> AsyncIterator[Members]:
+    # Each test is its own clusterset (a fresh stream): make every cluster a member of it.
+    for c in clusterset.clusters:
+        await identity.write(c.kube, c.name, clusterset_name)
     m = Members(clusterset, clusterset_name)
     try:
         yield m
@@ -160,3 +177,105 @@ def condition(obj: kube.Obj | None, ctype: str) -> dict[str, Any] | None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- helpers of the conformance suite and the MCS scenarios ---------------------------------
+
+
+def hello_service(ns: str, ports: list[dict[str, Any]] | None = None, **spec: Any) -> kube.Obj:
+    """The conformance suite's Service ``hello``: ports tcp/42/TCP and udp/42/UDP, ClientIP
+    session affinity (10 s), PreferDualStack, PreferClose, labels and annotations ``dummy-svc``.
+    ``spec`` overrides or adds fields; a value of None removes the field."""
+    body: dict[str, Any] = {
+        "selector": {"app": "hello"},
+        "ports": ports
+        or [
+            {"name": "tcp", "port": 42, "protocol": "TCP"},
+            {"name": "udp", "port": 42, "protocol": "UDP"},
+        ],
+        "sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 10}},
+        "ipFamilyPolicy": "PreferDualStack",
+        "trafficDistribution": "PreferClose",
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "hello",
+            "namespace": ns,
+            "labels": {"dummy-svc": "true"},
+            "annotations": {"dummy-svc": "true"},
+        },
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def hello_export(ns: str, **spec: Any) -> kube.Obj:
+    """The conformance suite's ServiceExport ``hello``, labels and annotations
+    ``dummy-svcexport``; ``spec`` is e.g. ``exportedLabels``/``exportedAnnotations``."""
+    obj = service_export(ns, **spec)
+    obj["metadata"]["annotations"] = {"dummy-svcexport": "true"}
+    return obj
+
+
+async def create_namespace(cs: ClusterSet, name: str, clusters: list[str]) -> None:
+    """Create namespace ``name`` in the given clusters only."""
+    for c in clusters:
+        await cs[c].kube.create(kube.NAMESPACES, {"metadata": {"name": name}})
+
+
+async def get_import(cs: ClusterSet, cluster: str, ns: str, name: str = "hello") -> kube.Obj | None:
+    return await cs[cluster].kube.get(kube.SERVICE_IMPORTS, ns, name)
+
+
+async def imports_in(
+    cs: ClusterSet, ns: str, clusters: list[str] | None = None, name: str = "hello"
+) -> dict[str, kube.Obj] | None:
+    """The import in each cluster (all by default), or None while one of them lacks it."""
+    got: dict[str, kube.Obj] = {}
+    for c in clusters or [h.name for h in cs.clusters]:
+        imp = await get_import(cs, c, ns, name)
+        if imp is None:
+            return None
+        got[c] = imp
+    return got
+
+
+async def no_import_in(
+    cs: ClusterSet, ns: str, clusters: list[str] | None = None, name: str = "hello"
+) -> bool:
+    for c in clusters or [h.name for h in cs.clusters]:
+        if await get_import(cs, c, ns, name) is not None:
+            return False
+    return True
+
+
+async def export_condition(
+    cs: ClusterSet, cluster: str, ns: str, ctype: str, name: str = "hello"
+) -> dict[str, Any] | None:
+    """A condition of the ServiceExport ``ns/name`` in ``cluster``."""
+    return condition(await cs[cluster].kube.get(kube.SERVICE_EXPORTS, ns, name), ctype)
+
+
+async def mcs_slices(cs: ClusterSet, cluster: str, ns: str, name: str = "hello") -> list[kube.Obj]:
+    """The MCS EndpointSlices of service ``name`` in ``cluster``."""
+    items, _ = await cs[cluster].kube.list(
+        kube.ENDPOINT_SLICES, ns, f"multicluster.kubernetes.io/service-name={name}"
+    )
+    return items
+
+
+def api_writes(member: runner.Member, kind: str | None = None) -> float:
+    """Kubernetes API writes a member counted in its metrics (of one object kind, or all)."""
+    total = 0.0
+    for metric in member.metrics.writes.collect():
+        for sample in metric.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            if sample.labels.get("cluster") != member.cluster:
+                continue
+            if kind is None or sample.labels.get("kind") == kind:
+                total += sample.value
+    return total
