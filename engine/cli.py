@@ -105,6 +105,15 @@ def _password(path: Path | None) -> str | None:
     return path.read_text().strip() if path is not None else None
 
 
+LeaseOpt = Annotated[
+    float,
+    typer.Option(
+        help="Heartbeat lease in seconds: a member silent this long is Unknown and handled by "
+        "the staleness policy (use the same value for every publisher and subscriber)."
+    ),
+]
+
+
 async def _serve(
     *,
     publish: bool,
@@ -117,6 +126,8 @@ async def _serve(
     kubeconfig: Path | None,
     health_port: int,
     create_stream: bool,
+    reporter: Any = None,
+    subscriber_settings: Any = None,
 ) -> int:
     from engine import identity, kube, runner
     from engine.health import HealthServer
@@ -139,6 +150,10 @@ async def _serve(
         nats_password=_password(nats_password_file),
         create_stream=create_stream,
     )
+    if reporter is not None:
+        member.reporter_settings = reporter
+    if subscriber_settings is not None:
+        member.subscriber_settings = subscriber_settings
     health = HealthServer(member.metrics.registry, member.alive, member.is_ready, port=health_port)
     port = await health.start()
     log.info("mcsync.starting", publisher=publish, subscriber=subscribe, health_port=port)
@@ -161,11 +176,32 @@ def publisher(
     kubeconfig: KubeconfigOpt = None,
     health_port: HealthPortOpt = 8080,
     create_stream: CreateStreamOpt = True,
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0,
+    lease: LeaseOpt = 30.0,
+    api_server_url: Annotated[
+        str | None,
+        typer.Option(help="This cluster's API server URL, advertised in ClusterProfiles."),
+    ] = None,
+    api_server_ca_file: Annotated[
+        Path | None, typer.Option(help="PEM file of that API server's CA.")
+    ] = None,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Watch this cluster's ServiceExports, Services and EndpointSlices; append their events."""
+    """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
+    append their events and a heartbeat."""
+    import base64
+
+    from publishers.membership import ReporterSettings
+
     _logging(log_format, log_level)
+    ca = base64.b64encode(api_server_ca_file.read_bytes()).decode() if api_server_ca_file else None
+    reporter = ReporterSettings(
+        heartbeat_interval=heartbeat_interval,
+        lease=lease,
+        api_server_url=api_server_url,
+        api_server_ca_data=ca,
+    )
     _run(
         _serve(
             publish=True,
@@ -178,6 +214,7 @@ def publisher(
             kubeconfig=kubeconfig,
             health_port=health_port,
             create_stream=create_stream,
+            reporter=reporter,
         )
     )
 
@@ -192,11 +229,32 @@ def subscriber(
     kubeconfig: KubeconfigOpt = None,
     health_port: HealthPortOpt = 8080,
     create_stream: CreateStreamOpt = True,
+    inventory_namespace: Annotated[
+        str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
+    ] = "mcsync-system",
+    lease: LeaseOpt = 30.0,
+    staleness_policy: Annotated[
+        str,
+        typer.Option(
+            help="withdraw: a stale member's endpoints leave every import until it returns; "
+            "keep: they stay."
+        ),
+    ] = "withdraw",
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
-    """Follow the log and materialize ServiceImports, derived Services and EndpointSlices."""
+    """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
+    ClusterProfiles and ServiceExport conditions."""
+    from subscribers.subscriber import SubscriberSettings
+
+    if staleness_policy not in ("withdraw", "keep"):
+        raise typer.BadParameter("--staleness-policy must be withdraw or keep")
     _logging(log_format, log_level)
+    settings = SubscriberSettings(
+        inventory_namespace=inventory_namespace,
+        lease_seconds=lease,
+        staleness_policy=staleness_policy,  # type: ignore[arg-type]
+    )
     _run(
         _serve(
             publish=False,
@@ -209,6 +267,7 @@ def subscriber(
             kubeconfig=kubeconfig,
             health_port=health_port,
             create_stream=create_stream,
+            subscriber_settings=settings,
         )
     )
 

@@ -142,7 +142,7 @@ class ClusterJoined(Event, frozen=True, tag="cluster.joined.v1"):
     kubernetes_version: str = ""
     access_providers: tuple[AccessProvider, ...] = ()
     display_name: str | None = None
-    observed: datetime | None = None
+    observed: AwareDatetime | None = None
     """When the publisher read these properties from the member (ClusterProfile
     ``lastObservedTime``)."""
 

@@ -177,7 +177,7 @@ class Kube:
             resp = await self.api.call_api(
                 path,
                 "GET",
-                header_params={"Accept": "text/plain"},
+                header_params={"Accept": "*/*"},
                 auth_settings=["BearerToken"],
                 _preload_content=False,
                 _request_timeout=timeout,

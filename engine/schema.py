@@ -6,8 +6,9 @@ msgspec types the engine really encodes; here they are generated from those type
 subject grammar, and :func:`check` lets a unit test (and ``mcsync schema --check``) prove that the
 copies committed under ``docs/`` are current.
 
-The module is pure (no I/O beyond :func:`write` and :func:`check`, no clock): the same types give
-byte-for-byte the same documents. Three kinds of output:
+The module is pure apart from :func:`write` and :func:`check` (and reading the source of the
+event types for their field docstrings): no clock, no network, so the same types give byte for
+byte the same documents. Three kinds of output:
 
 * ``schemas/<tag>.json`` - one JSON Schema (draft 2020-12) per event type, self-contained;
 * ``asyncapi.yaml`` - an AsyncAPI 3.0.0 document: servers, one channel per subject kind of the
@@ -308,9 +309,9 @@ def _event_headers() -> tuple[Header, ...]:
             "32 hex digits, equal to `Nats-Msg-Id`",
             ALWAYS,
             "The event id: SHA-256 over the subject, the sequence the append expects to follow "
-            "on it and the body, cut to 32 hex digits. Re-publishing the same append gives the "
-            "same id; returning to an earlier state later follows another sequence, so it is a "
-            "new id.",
+            "on it and the body, cut to 32 hex digits (heartbeats, which expect nothing, also "
+            "hash the time of the append). Re-publishing the same append gives the same id; "
+            "returning to an earlier state later follows another sequence, so it is a new id.",
         ),
         Header(
             "ce-source",

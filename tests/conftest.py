@@ -70,6 +70,7 @@ async def clusterset(
             k = kube.Kube(api, field_manager="mcsync-tests")
             handles.append(ClusterHandle(c.name, api, k, c))
             await kube.install_crds(k)
+            await k.create(kube.NAMESPACES, {"metadata": {"name": "mcsync-system"}})
         yield ClusterSet(handles, local_clusters, nats_server, {h.name: h for h in handles})
     finally:
         for h in handles:

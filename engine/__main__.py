@@ -1,0 +1,5 @@
+"""``python -m engine`` is the ``mcsync`` command."""
+
+from engine.cli import main
+
+main()

@@ -1,0 +1,286 @@
+"""Cluster lifecycle and inventory on real apiservers and NATS: ClusterProfiles, health,
+staleness, leave, duplicate ids, and replay giving the same decisions."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+from engine import eventlog, fold, identity, inventory, kube, mcs, plan
+from publishers.membership import ReporterSettings
+from subscribers.subscriber import SubscriberSettings
+from tests.conftest import ClusterSet
+from tests.integration.conftest import (
+    Members,
+    condition,
+    endpoint_slice,
+    eventually,
+    service,
+    service_export,
+)
+
+pytestmark = pytest.mark.integration
+
+NS = "mcsync-system"
+LEASE = 3.0
+FAST = {
+    "reporter_settings": ReporterSettings(heartbeat_interval=0.5, lease=LEASE),
+    "subscriber_settings": SubscriberSettings(lease_seconds=LEASE, tick_seconds=0.2),
+}
+
+
+async def profile(cs: ClusterSet, where: str, member: str) -> kube.Obj | None:
+    return await cs[where].kube.get(kube.CLUSTER_PROFILES, NS, member)
+
+
+async def profiles_everywhere(cs: ClusterSet, member: str) -> list[kube.Obj] | None:
+    got = [await profile(cs, c.name, member) for c in cs.clusters]
+    return got if all(got) else None  # type: ignore[return-value]
+
+
+async def start_all(members: Members, **kw: object) -> None:
+    await asyncio.gather(*(members.start(c.name, **FAST, **kw) for c in members.cs.clusters))
+
+
+async def test_every_cluster_gets_a_profile_for_every_member(members: Members) -> None:
+    await start_all(members)
+    cs = members.cs
+    for member in ("cluster-1", "cluster-2", "cluster-3"):
+        profiles = await eventually(lambda m=member: profiles_everywhere(cs, m))
+        for p in profiles:
+            assert p["metadata"]["labels"][inventory.LABEL_CLUSTER_MANAGER] == "mcsync"
+            assert p["spec"]["clusterManager"]["name"] == "mcsync"
+            assert p["spec"]["displayName"] == member
+            status = p["status"]
+            assert status["version"]["kubernetes"] == "v1.36.3"
+            props = {x["name"]: x["value"] for x in status["properties"]}
+            assert props[identity.CLUSTER_ID_PROPERTY] == member
+            assert props[identity.CLUSTERSET_PROPERTY] == members.clusterset_name
+            assert all("lastObservedTime" in x for x in status["properties"])
+            assert condition(p, "Joined")["status"] == "True"  # type: ignore[index]
+            healthy = condition(p, "ControlPlaneHealthy")
+            assert healthy is not None and healthy["status"] == "True"
+            assert healthy["reason"] == "APIServerReady"
+
+
+async def test_a_property_change_reaches_every_profile(members: Members) -> None:
+    await start_all(members)
+    cs = members.cs
+    await cs["cluster-2"].kube.apply(
+        kube.CLUSTER_PROPERTIES,
+        {
+            "apiVersion": kube.CLUSTER_PROPERTIES.api_version,
+            "kind": "ClusterProperty",
+            "metadata": {"name": "region.example.com"},
+            "spec": {"value": "eu-west"},
+        },
+    )
+
+    async def has_region() -> bool:
+        got = await profiles_everywhere(cs, "cluster-2")
+        return bool(got) and all(
+            {x["name"]: x["value"] for x in p["status"]["properties"]}.get("region.example.com")
+            == "eu-west"
+            for p in got or []
+        )
+
+    try:
+        await eventually(has_region)
+    finally:
+        await cs["cluster-2"].kube.delete(kube.CLUSTER_PROPERTIES, None, "region.example.com")
+
+
+async def test_access_providers_are_advertised_when_configured(members: Members) -> None:
+    cs = members.cs
+    server = cs["cluster-3"].cluster.server
+    settings = ReporterSettings(
+        heartbeat_interval=0.5, lease=LEASE, api_server_url=server, api_server_ca_data="Q0E="
+    )
+    await members.start("cluster-3", reporter_settings=settings)
+    await members.start("cluster-1")
+    p = await eventually(lambda: profile(cs, "cluster-1", "cluster-3"))
+    assert p["status"]["accessProviders"] == [
+        {"name": "mcsync", "cluster": {"server": server, "certificate-authority-data": "Q0E="}}
+    ]
+
+
+async def _mcs_slices(cs: ClusterSet, where: str, ns: str) -> list[kube.Obj]:
+    items, _ = await cs[where].kube.list(kube.ENDPOINT_SLICES, ns, plan.LABEL_SERVICE_NAME)
+    return items
+
+
+async def test_a_killed_publisher_goes_unknown_and_its_endpoints_are_withdrawn_then_readmitted(
+    members: Members, namespace: str
+) -> None:
+    cs = members.cs
+    await start_all(members, publish=False)
+    for name in ("cluster-1", "cluster-3"):
+        await members.members[name].stop()
+        await members.start(name, **FAST)
+    # cluster-2's publisher runs as its own process, so it can be SIGKILLed.
+    proc = _publisher_process(cs, "cluster-2", members.clusterset_name)
+    try:
+        k2 = cs["cluster-2"].kube
+        await k2.create(kube.SERVICES, service(namespace))
+        await k2.create(kube.SERVICE_EXPORTS, service_export(namespace))
+        await k2.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-1", ["10.2.0.1"])
+        )
+        await eventually(lambda: _slices_from(cs, namespace, "cluster-2", True), timeout=30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        await eventually(lambda: _slices_from(cs, namespace, "cluster-2", False), timeout=LEASE + 4)
+        assert time.monotonic() - killed <= LEASE + 2 + 1.0  # lease + 2 s, plus polling slack
+        p = await profile(cs, "cluster-1", "cluster-2")
+        h = condition(p, "ControlPlaneHealthy")
+        assert h is not None and (h["status"], h["reason"]) == ("Unknown", "HeartbeatLeaseExpired")
+        restarted = time.monotonic()
+        proc = _publisher_process(cs, "cluster-2", members.clusterset_name)
+        await eventually(lambda: _slices_from(cs, namespace, "cluster-2", True), timeout=10)
+        # Waits out the dead instance's lease on its own clock before it may publish.
+        assert time.monotonic() - restarted <= LEASE + 5
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def _slices_from(cs: ClusterSet, ns: str, source: str, present: bool) -> bool:
+    for c in cs.clusters:
+        got = [
+            s
+            for s in await _mcs_slices(cs, c.name, ns)
+            if s["metadata"]["labels"][plan.LABEL_SOURCE_CLUSTER] == source
+        ]
+        if bool(got) != present:
+            return False
+    return True
+
+
+def _publisher_process(cs: ClusterSet, cluster: str, clusterset: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "publisher",
+            "--nats-url",
+            cs.nats.url,
+            "--clusterset",
+            clusterset,
+            "--kubeconfig",
+            cs[cluster].kubeconfig,
+            "--health-port",
+            "0",
+            "--heartbeat-interval",
+            "0.5",
+            "--lease",
+            str(LEASE),
+            "--log-format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_leaving_removes_the_profile_exports_and_slices_everywhere(
+    members: Members, namespace: str
+) -> None:
+    cs = members.cs
+    await start_all(members)
+    k3 = cs["cluster-3"].kube
+    await k3.create(kube.SERVICES, service(namespace))
+    await k3.create(kube.SERVICE_EXPORTS, service_export(namespace))
+    await k3.create(kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "h-1", ["10.3.0.1"]))
+    await eventually(lambda: _slices_from(cs, namespace, "cluster-3", True))
+    await eventually(lambda: profiles_everywhere(cs, "cluster-3"))
+    await k3.delete(kube.CLUSTER_PROPERTIES, None, identity.CLUSTERSET_PROPERTY)
+
+    async def gone() -> bool:
+        for c in cs.clusters:
+            if await profile(cs, c.name, "cluster-3") is not None:
+                return False
+            if await c.kube.get(kube.SERVICE_IMPORTS, namespace, "hello") is not None:
+                return False
+        return await _slices_from(cs, namespace, "cluster-3", False)
+
+    await eventually(gone)
+    # The log says why: tombstones first, then the leave.
+    last = members.members["cluster-3"].publisher
+    assert last is not None and not last.reporter.member
+
+
+async def test_a_second_publisher_claiming_the_same_cluster_id_is_refused(
+    members: Members,
+) -> None:
+    await start_all(members)
+    impostor = members.new("cluster-1", **FAST, subscribe=False)
+    await impostor.start()
+    try:
+        # It waits for the live publisher's lease, which never lapses: it never publishes.
+        await asyncio.sleep(LEASE + 1)
+        assert impostor.publisher is not None and not impostor.publisher.ready.is_set()
+        assert impostor.publisher.appends == 0
+    finally:
+        await impostor.stop()
+
+
+async def test_replaying_the_recorded_log_gives_the_same_decisions(
+    members: Members, namespace: str
+) -> None:
+    cs = members.cs
+    await start_all(members)
+    for c in ("cluster-1", "cluster-2"):
+        await cs[c].kube.create(kube.SERVICES, service(namespace))
+        await cs[c].kube.create(kube.SERVICE_EXPORTS, service_export(namespace))
+    await eventually(lambda: cs["cluster-3"].kube.get(kube.SERVICE_IMPORTS, namespace, "hello"))
+    await members.members["cluster-2"].stop()  # goodbye heartbeat, then silence
+    live = members.members["cluster-1"].subscriber
+    assert live is not None
+
+    async def withdrawn() -> bool:
+        return "cluster-2" not in live.admitted()
+
+    await eventually(withdrawn, timeout=LEASE + 3)
+    # Replay the whole log, deciding at every event with that event's time.
+    nc = await eventlog.connect(cs.nats.url)
+    try:
+        log = eventlog.EventLog(nc, members.clusterset_name)
+        state = fold.ClusterSetState()
+        lease = timedelta(seconds=LEASE)
+        decisions = []
+        async for item in log.replay():
+            assert isinstance(item.result, fold.Envelope)
+            fold.apply(state, item.result)
+            now = item.result.time
+            admitted = inventory.admitted(state, now, lease, "withdraw")
+            view = mcs.view(
+                namespace, "hello", state.exports.get((namespace, "hello"), {}), admitted
+            )
+            decisions.append((item.seq, view.clusters))
+        again = []
+        state2 = fold.ClusterSetState()
+        async for item in log.replay():
+            assert isinstance(item.result, fold.Envelope)
+            fold.apply(state2, item.result)
+            admitted = inventory.admitted(state2, item.result.time, lease, "withdraw")
+            view = mcs.view(
+                namespace, "hello", state2.exports.get((namespace, "hello"), {}), admitted
+            )
+            again.append((item.seq, view.clusters))
+        assert decisions == again
+        assert ("cluster-1", "cluster-2") in {d[1] for d in decisions}
+        # At the end of the log (the last heartbeat of cluster-1, long after cluster-2 went
+        # silent) replay withdraws cluster-2 exactly as the live subscriber did.
+        final_now = live.now()
+        admitted = inventory.admitted(state, final_now, lease, "withdraw")
+        assert "cluster-2" not in admitted
+    finally:
+        await nc.close()
