@@ -387,6 +387,59 @@ def replay(
     )
 
 
+lease_app = typer.Typer(help="Cross-cluster leader leases on the log.")
+app.add_typer(lease_app, name="lease")
+
+
+@lease_app.command(
+    "run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+def lease_run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The lease name (one per clusterset).")],
+    identity: Annotated[str, typer.Option(help="This candidate's unique identity.")],
+    cluster: Annotated[
+        str, typer.Option(envvar="MCSYNC_CLUSTER", help="This cluster's id (its lease subject).")
+    ],
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    clusterset: Annotated[
+        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
+    ] = "local",
+    nats_creds: NatsCredsOpt = None,
+    duration: Annotated[float, typer.Option(help="Lease duration (s).")] = 15.0,
+    renew_deadline: Annotated[float, typer.Option(help="Step down if not renewed by (s).")] = 10.0,
+    renew_interval: Annotated[float, typer.Option(help="Renew every (s).")] = 2.0,
+    grace: Annotated[float, typer.Option(help="SIGTERM-to-SIGKILL grace period (s).")] = 10.0,
+    create_stream: CreateStreamOpt = True,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run CMD (after --) only while holding lease NAME; stop it when leadership is lost."""
+    from engine import leaserun, leases
+
+    command = list(ctx.args)
+    if not command:
+        raise typer.BadParameter("give the command after --, e.g. mcsync lease run x -- sleep 9")
+    _logging("auto", log_level)
+    try:
+        timing = leases.Timing(duration, renew_deadline, renew_interval, min(0.5, renew_interval))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _run(
+        leaserun.run(
+            nats_url=nats_url,
+            credentials=str(nats_creds) if nats_creds else None,
+            clusterset=clusterset,
+            cluster=cluster,
+            name=name,
+            identity=identity,
+            command=command,
+            timing=timing,
+            grace=grace,
+            create_stream=create_stream,
+        )
+    )
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -149,12 +149,24 @@ async def ensure_stream(js: JetStreamContext, clusterset: str, settings: StreamS
         max_msgs=100_000,
     )
     for cfg in (main, dlq):
-        try:
-            await js.add_stream(cfg)
-        except nats.js.errors.BadRequestError as exc:
-            if exc.err_code != 10058:  # stream name already in use with another config
-                raise
-            await js.update_stream(cfg)
+        # A JetStream cluster that just started may not have elected its meta leader yet.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_delay(60),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+            reraise=True,
+        ):
+            with attempt:
+                try:
+                    await js.add_stream(cfg)
+                except nats.js.errors.BadRequestError as exc:
+                    if exc.err_code != 10058:  # name in use with another config: update it
+                        raise
+                    await js.update_stream(cfg)
+                except Exception as exc:
+                    if _transient(exc):
+                        raise TransientError(f"provisioning {cfg.name} failed: {exc!r}") from exc
+                    raise
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -232,6 +244,9 @@ class Append:
     event: ev.Event
     expected_last_seq: int | None = None
     ttl_seconds: int | None = None
+    expected_subject: str | None = None
+    """Check ``expected_last_seq`` against the last message of this (wildcard) subject
+    instead of ``subject`` (nats-server 2.11+); leases use it."""
 
 
 class EventLog:
@@ -279,6 +294,8 @@ class EventLog:
         headers = headers_for(a.event, a.subject, msg_id, self.clock(), self.clusterset)
         if a.expected_last_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expected_last_seq)
+            if a.expected_subject is not None:
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = a.expected_subject
         if a.ttl_seconds is not None:
             headers["Nats-TTL"] = str(a.ttl_seconds)
         return body, headers
@@ -354,6 +371,27 @@ class EventLog:
         except nats.js.errors.NotFoundError:
             return 0
         return int(msg.seq or 0)
+
+    async def read_last(self, subject: str) -> Envelope | None:
+        """The last message on ``subject`` (wildcards allowed), decoded; None if there is none.
+
+        Raises :class:`DecodeError` when that message is not a valid event.
+        """
+        try:
+            msg = await self.js.get_last_msg(self.stream, subject, direct=True)
+        except nats.js.errors.NotFoundError:
+            return None
+        except Exception as exc:
+            if _transient(exc):
+                raise TransientError(f"reading the last message of {subject} failed") from exc
+            raise
+        return decode_message(
+            msg.subject or subject,
+            int(msg.seq or 0),
+            msg.time or datetime.now(UTC),
+            msg.headers,
+            msg.data or b"",
+        )
 
     async def read_last_per_subject(self, filter_subject: str) -> dict[str, Envelope | DecodeError]:
         """The last message of every subject under ``filter_subject``, decoded."""

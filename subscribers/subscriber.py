@@ -30,6 +30,7 @@ from engine import events as ev
 from engine import fold as folding
 from engine.errors import DecodeError, PermanentError, TransientError
 from engine.metrics import Metrics
+from subscribers.leaseview import LeaseView
 from subscribers.profiles import ProfileSync
 
 log = logs.get("mcsync.subscriber")
@@ -70,6 +71,8 @@ class SubscriberSettings:
     heartbeat; ``keep``: they stay."""
     tick_seconds: float = 1.0
     """How often leases are re-evaluated."""
+    lease_namespace: str = "mcsync-system"
+    """Where the cross-cluster leases are shown as coordination.k8s.io Leases."""
     coalesce_seconds: float = 0.25
     """The shortest time between two reconciles of one service (seconds). An isolated change is
     applied at once; a burst of events for one service within this time waits out the rest of
@@ -122,6 +125,10 @@ class Subscriber:
             self._on_profile,
         )
         self._profiles_dirty = True
+        self.lease_view = LeaseView(
+            self.k8s, self.cluster, self.settings.lease_namespace, self.metrics, self._on_lease_obj
+        )
+        self._leases_dirty = True
         self._log_time: datetime | None = None
         self._log_mono = 0.0
         self._admitted: frozenset[str] = frozenset()
@@ -136,6 +143,7 @@ class Subscriber:
             self.slices,
             self.exports,
             self.profiles.informer,
+            self.lease_view.informer,
         )
 
     def now(self) -> datetime:
@@ -183,6 +191,9 @@ class Subscriber:
                 self._reassess()
             case ev.Heartbeat():
                 self._reassess()
+            case ev.LeaseAcquired() | ev.LeaseReleased():
+                self._leases_dirty = True
+                self._wake.set()
             case _:
                 pass
 
@@ -228,12 +239,19 @@ class Subscriber:
             self._profiles_dirty = True
             self._wake.set()
 
+    def _on_lease_obj(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+        if new is None or old is None:
+            self._leases_dirty = True
+            self._wake.set()
+
     def _on_namespace(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
         if (old is None) == (new is None):
             return  # an update: existence did not change
         ns = (new or old or {})["metadata"]["name"]
         if ns == self.settings.inventory_namespace:
             self._profiles_dirty = True
+        if ns == self.settings.lease_namespace:
+            self._leases_dirty = True
         for key in [k for k in self.state.exports if k[0] == ns]:
             self._mark(key)
 
@@ -418,6 +436,16 @@ class Subscriber:
             except TransientError as exc:
                 self._log.warning("profiles.retry", error=str(exc)[:300])
                 self._profiles_dirty = True
+        if self._leases_dirty:
+            self._leases_dirty = False
+            try:
+                await self.lease_view.reconcile(
+                    self.state,
+                    self.namespaces.get("", self.settings.lease_namespace) is not None,
+                )
+            except TransientError as exc:
+                self._log.warning("leases.retry", error=str(exc)[:300])
+                self._leases_dirty = True
         sem = asyncio.Semaphore(self.settings.concurrency)
         batch = self._due()
 
@@ -462,7 +490,7 @@ class Subscriber:
                 while True:
                     await self._wake.wait()
                     self._wake.clear()
-                    if self.dirty or self._profiles_dirty:
+                    if self.dirty or self._profiles_dirty or self._leases_dirty:
                         await self._drain()
             finally:
                 if self._timer is not None:
