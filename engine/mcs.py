@@ -18,6 +18,7 @@ conditions (KEP-1645 "Global Properties"; spec items 24-40 in ``docs/mcs.md``):
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -174,7 +175,8 @@ def view(
     namespace: str,
     name: str,
     exports: Mapping[str, ev.ExportUpserted],
-    admitted: frozenset[str] | set[str] | None = None,
+    admitted: AbstractSet[str] | None = None,
+    members: AbstractSet[str] | None = None,
 ) -> ServiceView:
     """Merge one service's exports.
 
@@ -182,19 +184,23 @@ def view(
         namespace: the service's namespace.
         name: the service's name.
         exports: the current export of each cluster that has a ServiceExport.
-        admitted: the clusters allowed to contribute now (members whose heartbeat lease holds,
-            under the staleness policy); None admits every exporter.
+        admitted: the clusters whose endpoints count now (members whose heartbeat lease holds,
+            or every member under the ``keep`` policy); None admits every exporter.
+        members: the clusters that may define the service (members of the clusterset); None
+            means every exporter. A member whose lease lapsed still defines the import's
+            properties and precedence, so a short silence neither changes the import nor its
+            VIP; it only stops contributing endpoints and leaves ``status.clusters``.
     """
     valid = [
         e
         for e in exports.values()
-        if e.validity == "Valid" and (admitted is None or e.cluster in admitted)
+        if e.validity == "Valid" and (members is None or e.cluster in members)
     ]
     valid.sort(key=precedence)
     conditions: dict[str, tuple[Condition, ...]] = {}
     if not valid:
         for cluster, export in exports.items():
-            conditions[cluster] = _conditions_without_import(export, admitted)
+            conditions[cluster] = _conditions_without_import(export, admitted, members)
         return ServiceView(namespace, name, None, (), None, (), conditions)
 
     winner = valid[0]
@@ -211,18 +217,29 @@ def view(
         labels=winner.exported_labels,
         annotations=winner.exported_annotations,
     )
-    contributing = tuple(sorted(e.cluster for e in valid))
+    defining = {e.cluster for e in valid}
+    contributing = tuple(sorted(c for c in defining if admitted is None or c in admitted))
     conflict = _conflict_condition(winner, reasons, differs, len(valid))
     for cluster, export in exports.items():
-        if export.validity != "Valid" or cluster not in contributing:
-            conditions[cluster] = _conditions_without_import(export, admitted)
-            continue
-        conditions[cluster] = (
-            _valid_condition(export),
-            Condition("Ready", "True", "Exported", "Service exported to the clusterset log"),
-            conflict,
-        )
+        if cluster not in defining:
+            conditions[cluster] = _conditions_without_import(export, admitted, members)
+        elif cluster not in contributing:
+            conditions[cluster] = (_valid_condition(export), _LAPSED, conflict)
+        else:
+            conditions[cluster] = (
+                _valid_condition(export),
+                Condition("Ready", "True", "Exported", "Service exported to the clusterset log"),
+                conflict,
+            )
     return ServiceView(namespace, name, spec, contributing, winner.cluster, reasons, conditions)
+
+
+_LAPSED = Condition(
+    "Ready",
+    "False",
+    "Pending",
+    "The cluster's heartbeat lease lapsed; its endpoints are withdrawn until it returns",
+)
 
 
 def _conflict_condition(
@@ -244,18 +261,17 @@ def _conflict_condition(
 
 
 def _conditions_without_import(
-    export: ev.ExportUpserted, admitted: frozenset[str] | set[str] | None
+    export: ev.ExportUpserted,
+    admitted: AbstractSet[str] | None,
+    members: AbstractSet[str] | None,
 ) -> tuple[Condition, ...]:
     valid = _valid_condition(export)
     if export.validity != "Valid":
         ready = Condition("Ready", "False", "Failed", f"Not exported: {valid.message}")
-    elif admitted is not None and export.cluster not in admitted:
+    elif members is not None and export.cluster not in members:
         ready = Condition(
-            "Ready",
-            "False",
-            "Pending",
-            "The cluster's heartbeat lease lapsed; its endpoints are withdrawn until it returns",
+            "Ready", "False", "Failed", "The cluster is not a member of the clusterset"
         )
-    else:  # pragma: no cover - a valid admitted export always contributes
-        ready = Condition("Ready", "Unknown", "Pending", "")
+    else:  # pragma: no cover - a valid member export always defines the import
+        ready = _LAPSED
     return (valid, ready, Condition("Conflict", "False", "NoConflicts", "Not part of an import"))

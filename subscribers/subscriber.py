@@ -132,6 +132,7 @@ class Subscriber:
         self._log_time: datetime | None = None
         self._log_mono = 0.0
         self._admitted: frozenset[str] = frozenset()
+        self._members: frozenset[str] = frozenset()
         self._health: dict[str, tuple[str, bool]] = {}
 
     @property
@@ -206,9 +207,11 @@ class Subscriber:
             return  # the first full reconcile will look at everything
         now = self.now()
         admitted = self.admitted()
-        changed = admitted ^ self._admitted
+        members = frozenset(inventory.members(self.state))
+        changed = (admitted ^ self._admitted) | (members ^ self._members)
         if changed:
             self._admitted = admitted
+            self._members = members
             for key, by_cluster in self.state.exports.items():
                 if changed & by_cluster.keys():
                     self._mark(key)
@@ -292,7 +295,7 @@ class Subscriber:
     def desired(self, key: ServiceKey) -> dict[plan.ObjKey, kube.Obj]:
         ns, name = key
         exports = self.state.exports.get(key, {})
-        view = mcs.view(ns, name, exports, self._admitted)
+        view = mcs.view(ns, name, exports, self._admitted, self._members)
         derived = self.services.get(ns, plan.derived_name(ns, name))
         allocated = None
         if derived is not None:
@@ -474,6 +477,7 @@ class Subscriber:
             try:
                 await self.follower.caught_up.wait()
                 self._admitted = self.admitted()
+                self._members = frozenset(inventory.members(self.state))
                 self._health = {}
                 self._reassess()
                 for key in self._all_keys():

@@ -590,24 +590,34 @@ def test_an_invalid_oldest_export_does_not_win() -> None:
     assert spec_of(v).type == "Headless"
 
 
-def test_a_stale_cluster_does_not_contribute_and_is_pending() -> None:
+def test_a_stale_cluster_keeps_defining_the_import_but_contributes_no_endpoints() -> None:
     v = view(export("c0", 0), export("c1", 1, service_type="Headless"), admitted={"c1"})
     assert v.clusters == ("c1",)
-    assert v.winner == "c1"  # the stale oldest export does not hold precedence meanwhile
-    assert spec_of(v).type == "Headless"
+    # The silent oldest export keeps precedence: a short silence does not flip the import.
+    assert v.winner == "c0"
+    assert spec_of(v).type == "ClusterSetIP"
+    assert v.conflict_reasons == ("TypeConflict",)
     got = conditions(v, "c0")
     assert (got["Valid"].status, got["Valid"].reason) == ("True", "Valid")
     assert (got["Ready"].status, got["Ready"].reason) == ("False", "Pending")
     assert "heartbeat" in got["Ready"].message
-    assert got["Conflict"].status == "False"
-    assert v.conflict_reasons == ()
+    assert got["Conflict"].status == "True"
 
 
-def test_the_import_goes_when_no_exporter_is_admitted() -> None:
+def test_the_import_stays_without_endpoints_when_no_exporter_is_admitted() -> None:
     v = view(export("c0", 0), export("c1", 1), admitted=set())
-    assert v.spec is None
+    assert v.spec is not None
     assert v.clusters == ()
     assert {conditions(v, c)["Ready"].reason for c in ("c0", "c1")} == {"Pending"}
+
+
+def test_a_cluster_that_is_not_a_member_does_not_define_the_import() -> None:
+    v = mcs.view(NS, NAME, {"c0": export("c0", 0), "c1": export("c1", 1)}, members={"c1"})
+    assert v.winner == "c1" and v.clusters == ("c1",)
+    got = conditions(v, "c0")
+    assert (got["Ready"].status, got["Ready"].reason) == ("False", "Failed")
+    assert "member" in got["Ready"].message
+    assert mcs.view(NS, NAME, {"c0": export("c0", 0)}, members=set()).spec is None
 
 
 def test_admitting_everyone_is_the_same_as_no_staleness_policy() -> None:
