@@ -317,7 +317,7 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Where kubeconfigs go.")] = Path(
         "local/demo"
     ),
-    log_level: LogLevelOpt = "warning",
+    log_level: LogLevelOpt = "error",
 ) -> None:
     """Run the local multi-cluster demo: 3 clusters, exports converging live."""
     _logging("console", log_level)

@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from engine import controlplane, identity, kube, runner
 from engine.natsserver import NatsServer
@@ -26,6 +27,8 @@ class LocalStack:
     directory: Path | None = None
     clusterset: str = "local"
     with_mcsync: bool = True
+    member_options: dict[str, Any] = field(default_factory=dict)
+    """Extra :class:`engine.runner.Member` fields for every member (settings, flags)."""
     nats: NatsServer | None = None
     control_planes: controlplane.LocalClusters | None = None
     members: dict[str, runner.Member] = field(default_factory=dict)
@@ -69,6 +72,10 @@ class LocalStack:
             self.kubes[name] = k
             await kube.install_crds(k)
             await identity.write(k, name, self.clusterset)
+            await k.apply(
+                kube.NAMESPACES,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mcsync-system"}},
+            )
         if self.with_mcsync:
             for name in self.names:
                 await self.start_member(name)
@@ -77,14 +84,14 @@ class LocalStack:
             (self.directory / "nats.url").write_text(self.nats.url + "\n")
             (self.directory / "ready").write_text("ready\n")
 
-    async def start_member(self, name: str, **kw: object) -> runner.Member:
+    async def start_member(self, name: str, **kw: Any) -> runner.Member:
         assert self.nats is not None
         m = runner.Member(
             cluster=name,
             clusterset=self.clusterset,
             kubeconfig=self.kubeconfig(name),
             nats_url=self.nats.url,
-            **kw,  # type: ignore[arg-type]
+            **{**self.member_options, **kw},
         )
         await m.start()
         self.members[name] = m

@@ -92,8 +92,10 @@ go mod tidy >&2
 log "building etcd $etcd_version"
 go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3 >&2
 
+# Check both binaries run (read all their output: a closed pipe would kill them with SIGPIPE).
 "$bin/kube-apiserver" --version >&2
-"$bin/etcd" --version | head -1 >&2
+etcd_version_out=$("$bin/etcd" --version)
+echo "${etcd_version_out%%$'\n'*}" >&2
 touch "$bin/.complete"
 log "done in $((SECONDS - start)) s; binaries in $bin ($(du -sh "$bin" | cut -f1))"
 echo "$bin"

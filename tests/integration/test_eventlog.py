@@ -150,10 +150,16 @@ async def test_two_writers_and_two_independent_followers_fold_identical_state(
         nc = await eventlog.connect(nats_server.url)
         lg = eventlog.EventLog(nc, log.clusterset)
         state = fold.ClusterSetState()
-        f = eventlog.Follower(lg, "x", lambda e: fold.apply(state, e))
+        all_in = asyncio.Event()
+
+        def on_event(e: fold.Envelope) -> None:
+            fold.apply(state, e)
+            if state.position >= 120:
+                all_in.set()
+
+        f = eventlog.Follower(lg, "x", on_event)
         await f.start()
-        while state.position < 120:
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(all_in.wait(), 30)
         await f.stop()
         await nc.drain()
         return state.snapshot()

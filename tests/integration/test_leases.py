@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -61,7 +62,7 @@ class History:
     def check(self) -> None:
         """The safety properties, on the whole history."""
         ordered = sorted(self.tenures, key=lambda t: t.start)
-        for a, b in zip(ordered, ordered[1:], strict=False):
+        for a, b in itertools.pairwise(ordered):
             assert a.end is not None, f"{a} still open when {b} began"
             assert a.end <= b.start, f"overlapping tenures: {a} and {b}"
             assert b.token > a.token, f"token did not increase: {a} then {b}"

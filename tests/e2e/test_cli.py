@@ -1,0 +1,95 @@
+"""The commands a user runs, as processes: the demo, ``mcsync local up``, ``--help``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import kube
+
+pytestmark = pytest.mark.integration
+
+MCSYNC = [sys.executable, "-m", "engine"]
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run([*MCSYNC, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("publisher", "subscriber", "demo", "local", "replay", "schema", "lease"):
+        assert command in out
+
+
+def test_the_demo_converges_and_exits_zero_with_once(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*MCSYNC, "demo", "--once", "--dir", str(tmp_path / "demo")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "converged" in out
+    assert "True/PortConflict" in out
+    assert "False/InvalidServiceType" in out
+    assert "Unknown/HeartbeatLeaseExpired" in out
+    assert "leader controller@" in out
+    assert "Summary" in out
+
+
+def _children_of(pid: int) -> list[int]:
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
+
+
+async def test_local_up_serves_a_clusterset_until_interrupted(tmp_path: Path) -> None:
+    d = tmp_path / "local"
+    proc = subprocess.Popen(
+        [*MCSYNC, "local", "up", "--clusters", "2", "--dir", str(d)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (d / "ready").exists():
+            assert proc.poll() is None, "local up exited early"
+            assert time.monotonic() < deadline, "local up did not get ready"
+            await asyncio.sleep(0.2)
+        assert (d / "nats.url").read_text().startswith("nats://127.0.0.1:")
+        children = _children_of(proc.pid)
+        assert len(children) >= 4  # nats-server, etcd, 2 kube-apiservers
+        for name in ("cluster-1", "cluster-2"):
+            api = await kube.load_client(d / f"{name}.kubeconfig")
+            try:
+                k = kube.Kube(api)
+                prop = await k.get(kube.CLUSTER_PROPERTIES, None, "cluster.clusterset.k8s.io")
+                assert prop is not None and prop["spec"]["value"] == name
+                assert await k.get(kube.CRDS, None, "serviceimports.multicluster.x-k8s.io")
+            finally:
+                await api.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not (d / "ready").exists()
+        await asyncio.sleep(0.5)
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"orphan {pid}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
