@@ -108,8 +108,10 @@ def _password(path: Path | None) -> str | None:
 LeaseOpt = Annotated[
     float,
     typer.Option(
+        "--staleness-lease",
+        "--lease",
         help="Heartbeat lease in seconds: a member silent this long is Unknown and handled by "
-        "the staleness policy (use the same value for every publisher and subscriber)."
+        "the staleness policy (use the same value for every publisher and subscriber).",
     ),
 ]
 
@@ -232,6 +234,9 @@ def subscriber(
     inventory_namespace: Annotated[
         str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
     ] = "mcsync-system",
+    lease_namespace: Annotated[
+        str, typer.Option(help="Namespace of the Leases that show cross-cluster leases.")
+    ] = "mcsync-system",
     lease: LeaseOpt = 30.0,
     staleness_policy: Annotated[
         str,
@@ -252,6 +257,7 @@ def subscriber(
     _logging(log_format, log_level)
     settings = SubscriberSettings(
         inventory_namespace=inventory_namespace,
+        lease_namespace=lease_namespace,
         lease_seconds=lease,
         staleness_policy=staleness_policy,  # type: ignore[arg-type]
     )
@@ -385,6 +391,55 @@ def replay(
             console=Console(),
         )
     )
+
+
+stream_app = typer.Typer(help="The clusterset's stream (for the NATS admin).")
+app.add_typer(stream_app, name="stream")
+
+
+@stream_app.command("ensure")
+def stream_ensure(
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    clusterset: Annotated[
+        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
+    ] = "local",
+    nats_creds: NatsCredsOpt = None,
+    nats_user: NatsUserOpt = None,
+    nats_password_file: NatsPasswordFileOpt = None,
+    replicas: Annotated[int, typer.Option(min=1, max=5, help="JetStream replicas.")] = 1,
+    max_age: Annotated[
+        float, typer.Option(help="Drop events older than this many seconds (0: keep all).")
+    ] = 0,
+    duplicate_window: Annotated[
+        float, typer.Option(help="Seconds JetStream remembers Nats-Msg-Ids.")
+    ] = 120,
+) -> None:
+    """Create the clusterset's stream and dead-letter stream, or bring their config up to date."""
+    from engine import eventlog, subjects
+
+    _logging("console", "warning")
+
+    async def ensure() -> int:
+        nc = await eventlog.connect(
+            nats_url,
+            name="mcsync-admin",
+            credentials=str(nats_creds) if nats_creds else None,
+            user=nats_user,
+            password=_password(nats_password_file),
+        )
+        try:
+            await eventlog.EventLog(nc, clusterset).ensure(
+                eventlog.StreamSettings(replicas, max_age, duplicate_window)
+            )
+        finally:
+            await nc.close()
+        console.print(
+            f"stream {subjects.stream_name(clusterset)} and "
+            f"{eventlog.dead_letter_stream(clusterset)} are ready"
+        )
+        return 0
+
+    _run(ensure())
 
 
 lease_app = typer.Typer(help="Cross-cluster leader leases on the log.")

@@ -37,7 +37,7 @@ from engine.errors import ConfigError
 
 K8S_VERSION = os.environ.get("MCSYNC_K8S_VERSION", "v1.36.3")
 ETCD_VERSION = os.environ.get("MCSYNC_ETCD_VERSION", "v3.6.16")
-BINARIES = ("kube-apiserver", "kube-controller-manager", "etcd")
+BINARIES = ("kube-apiserver", "kube-controller-manager", "etcd", "helm")
 
 
 def cache_root() -> Path:

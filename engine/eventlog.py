@@ -50,6 +50,7 @@ log = logs.get("mcsync.eventlog")
 CE_SPECVERSION: Final = "1.0"
 CE_TYPE_PREFIX: Final = "io.mcsync."
 WRONG_LAST_SEQUENCE: Final = 10071
+NO_SUITABLE_PEERS: Final = 10005
 _ACTUAL = re.compile(r"wrong last sequence: (\d+)")
 
 
@@ -118,7 +119,7 @@ def dead_letter_subject(clusterset: str, cluster: str) -> str:
 
 
 def dead_letter_stream(clusterset: str) -> str:
-    return subjects.stream_name(clusterset) + "_DLQ"
+    return "MCSYNCDLQ_" + subjects.stream_name(clusterset).removeprefix("MCSYNC_")
 
 
 async def ensure_stream(js: JetStreamContext, clusterset: str, settings: StreamSettings) -> None:
@@ -148,25 +149,39 @@ async def ensure_stream(js: JetStreamContext, clusterset: str, settings: StreamS
         max_age=7 * 24 * 3600,
         max_msgs=100_000,
     )
-    for cfg in (main, dlq):
-        # A JetStream cluster that just started may not have elected its meta leader yet.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(60),
-            wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
-            reraise=True,
-        ):
-            with attempt:
-                try:
-                    await js.add_stream(cfg)
-                except nats.js.errors.BadRequestError as exc:
-                    if exc.err_code != 10058:  # name in use with another config: update it
-                        raise
-                    await js.update_stream(cfg)
-                except Exception as exc:
-                    if _transient(exc):
-                        raise TransientError(f"provisioning {cfg.name} failed: {exc!r}") from exc
+    try:
+        for cfg in (main, dlq):
+            await _provision(js, cfg)
+    except TransientError as exc:
+        raise ConfigError(
+            f"could not provision stream {main.name}: {exc}. If NATS permissions forbid this "
+            "user to create streams, run `mcsync stream ensure` with the admin user and start "
+            "with --no-create-stream."
+        ) from exc
+
+
+async def _provision(js: JetStreamContext, cfg: api.StreamConfig) -> None:
+    """Create (or update) one stream; a forming JetStream cluster is waited for."""
+    # A JetStream cluster that just started may not have elected its meta leader yet.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_delay(30),
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                await js.add_stream(cfg)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code == NO_SUITABLE_PEERS:  # a forming cluster: not yet
+                    raise TransientError(f"provisioning {cfg.name}: {exc}") from exc
+                if exc.err_code != 10058:  # name in use with another config: update it
                     raise
+                await js.update_stream(cfg)
+            except Exception as exc:
+                if _transient(exc):
+                    raise TransientError(f"provisioning {cfg.name} failed: {exc!r}") from exc
+                raise
 
 
 # --- encoding ------------------------------------------------------------------------------

@@ -40,12 +40,12 @@ A push consumer's deliver subject is chosen in the request body, where subject p
 cannot see it; the server refuses a deliver subject inside the stream's own subjects, and a
 delivery is never taken for a JetStream API request (the integration tests check both).
 
-:func:`render_hub` renders a whole hub server (clients connect directly: the tested layout).
-:func:`render_leaf` renders a leaf server with its own JetStream domain (spec layout: a local
-outbox sourced into the hub, a local mirror of the hub's stream). The leaf text is a starting
-point, not a tested setup: the mcsync client cannot yet write to an outbox stream and read a
-mirror, and the leaf-link permissions are scoped versions of a list measured with another
-stream layout.
+:func:`render_hub` renders a whole hub server; clusters connect to it directly, which is how
+mcsync runs today. :func:`render_leaf` renders a leaf server with its own JetStream domain: the
+cluster writes to a local outbox that the hub sources (mapping its subjects to the cluster's
+own), and reads a local mirror of the hub stream, so it keeps working while the WAN is down.
+The integration tests run both rendered configurations together, with a real nkey on the link;
+the mcsync client cannot use that layout yet, because it writes and reads one stream.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def stream(clusterset: str) -> str:
 
 def dead_letter_stream(clusterset: str) -> str:
     """The stream of undecodable messages (same name :mod:`engine.eventlog` provisions)."""
-    return stream(clusterset) + "_DLQ"
+    return "MCSYNCDLQ_" + stream(clusterset).removeprefix("MCSYNC_")
 
 
 def dead_letter_subject(clusterset: str, cluster: str) -> str:
@@ -173,19 +173,6 @@ class Permissions:
         # To nats-server an empty allow-list means "no restriction", the opposite of intent.
         if not self.publish_allow or not self.subscribe_allow:
             raise ValueError("an empty allow-list would allow everything; list what is allowed")
-
-    def as_dict(self) -> dict[str, dict[str, list[str]]]:
-        """The ``permissions`` block as plain data (the shape of the config file)."""
-        out: dict[str, dict[str, list[str]]] = {}
-        for side, allow, deny in (
-            ("publish", self.publish_allow, self.publish_deny),
-            ("subscribe", self.subscribe_allow, self.subscribe_deny),
-        ):
-            block: dict[str, list[str]] = {"allow": list(allow)}
-            if deny:
-                block["deny"] = list(deny)
-            out[side] = block
-        return out
 
 
 def stream_mutations(api: str = API) -> tuple[str, ...]:
@@ -281,12 +268,18 @@ def admin_permissions(clusterset: str, inbox: str = INBOX) -> Permissions:
 
 
 def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub") -> Permissions:
-    """Hub side of a leaf connection from ``cluster`` (leaf layout; untested).
+    """Hub side of the leaf connection from ``cluster`` (leaf layout).
 
     On a leaf connection, *publish* is what the leaf may send into the hub and *subscribe* is
-    what the hub sends to the leaf. The leaf sends no event subject at all: its events reach
+    what the hub may send to the leaf. The leaf sends no event subject at all: its events reach
     the hub only through the hub's source of its outbox, whose subject transform maps
-    ``mcsyncout.<set>.<cluster>.>`` to ``mcsync.<set>.<cluster>.>``.
+    ``mcsyncout.<set>.<cluster>.>`` to ``mcsync.<set>.<cluster>.>``. Every entry was needed
+    with nats-server 2.15.1 (sourcing into the hub and mirroring back, with a backlog large
+    enough for flow control): the integration tests drop each one and watch a copy stall.
+
+    The delivery and reply subjects (``$JS.S.>``, ``$JS.M.>``, ``$JSC.R.>``) carry random ids
+    and cannot be scoped to one cluster, so this trusts the leaf *server*; a cluster whose
+    server might be hostile should connect its processes to the hub directly instead.
     """
     _check(clusterset, cluster)
     hub_api = f"$JS.{hub_domain}.API"
@@ -295,13 +288,12 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
     outbox = outbox_stream(clusterset, cluster)
     return Permissions(
         publish_allow=(
-            # the leaf's mirror of the hub stream: its consumer there, flow control replies
-            *stream_read_tools(hub_stream, hub_api),
-            # the hub's source of the outbox: deliveries and API replies coming back
+            # The leaf's mirror of the hub stream: its consumer there, flow-control replies.
+            f"{hub_api}.CONSUMER.CREATE.{hub_stream}",
+            f"$JS.FC.{hub_stream}.>",
+            # The hub's source of the outbox: deliveries and API replies going back.
             "$JS.S.>",
             "$JSC.R.>",
-            f"$JS.ACK.{outbox}.>",
-            f"{INBOX}.>",
         ),
         publish_deny=(
             *stream_mutations(hub_api),
@@ -310,19 +302,25 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
             f"{DLQ_PREFIX}.>",
         ),
         subscribe_allow=(
-            # the hub's source consumer on the outbox, created in the leaf's domain
-            *stream_read_tools(outbox, leaf_api),
+            # The hub's source consumer on the outbox (a named consumer, created in the leaf's
+            # domain) and its flow control.
+            f"{leaf_api}.CONSUMER.CREATE.{outbox}.>",
             f"$JS.FC.{outbox}.>",
+            # The mirror's deliveries and the replies to its API requests.
             "$JS.M.>",
             "$JSC.R.>",
-            f"{INBOX}.>",
         ),
         subscribe_deny=stream_mutations(leaf_api),
     )
 
 
 def leaf_local_permissions(clusterset: str, cluster: str, inbox: str = INBOX) -> Permissions:
-    """Leaf layout: the cluster's mcsync processes on their own leaf server (untested)."""
+    """Leaf layout: the cluster's mcsync processes on their own leaf server.
+
+    They write to the local outbox and read the local mirror of the hub stream (which needs
+    ``allow_direct`` and ``mirror_direct`` for direct gets). The mcsync client cannot do that
+    yet: it writes and reads one stream.
+    """
     _check(clusterset, cluster)
     return Permissions(
         publish_allow=(
@@ -358,14 +356,17 @@ def cluster_user(clusterset: str, cluster: str, login: Login) -> User:
 
 
 def observer_user(clusterset: str, login: Login, name: str = "observer") -> User:
+    """The read-only user of third-party tools."""
     return User(name, login, observer_permissions(clusterset))
 
 
 def admin_user(clusterset: str, login: Login, name: str = "admin") -> User:
+    """The stream administrator."""
     return User(name, login, admin_permissions(clusterset))
 
 
 def leaf_link_user(clusterset: str, cluster: str, login: Login, hub_domain: str = "hub") -> User:
+    """The user a cluster's leaf server connects to the hub as (leaf layout)."""
     return User(f"leaf-{cluster}", login, leaf_link_permissions(clusterset, cluster, hub_domain))
 
 
@@ -560,7 +561,7 @@ def render_hub(hub: Hub, allow_plain: bool = False, notes: Sequence[str] = ()) -
 
 @dataclass(frozen=True, slots=True)
 class Leaf:
-    """A leaf nats-server in one Kubernetes cluster, with its own JetStream domain (untested)."""
+    """A leaf nats-server in one Kubernetes cluster, with its own JetStream domain."""
 
     clusterset: str
     cluster: str
@@ -579,11 +580,12 @@ class Leaf:
     store_dir: str = "/data/jetstream"
     max_file_store: str = "10G"
     max_memory_store: str = "256M"
-    hub_tls_ca_file: str | None = None
+    hub_tls: Tls | None = None
+    """Client side of the leaf link's TLS (the hub's leafnode listener verifies the cert)."""
 
 
 def render_leaf(leaf: Leaf, allow_plain: bool = False, notes: Sequence[str] = ()) -> str:
-    """A leaf nats-server configuration (leaf layout; config text that is not tested)."""
+    """A leaf nats-server configuration (leaf layout; see the module docstring)."""
     _check(leaf.clusterset, leaf.cluster)
     if not _ENV.fullmatch(leaf.nkey_seed_env):
         raise ValueError(f"{leaf.nkey_seed_env!r} is not an environment variable name")
@@ -595,7 +597,7 @@ def render_leaf(leaf: Leaf, allow_plain: bool = False, notes: Sequence[str] = ()
     ]
     lines = _header(
         f"nats-server leaf of cluster {leaf.cluster!r} in mcsync clusterset "
-        f"{leaf.clusterset!r} (untested layout)",
+        f"{leaf.clusterset!r} (leaf layout)",
         notes,
     )
     lines += [f"server_name: {_q('mcsync-leaf-' + leaf.cluster)}", f"listen: {_q(leaf.listen)}"]
@@ -622,8 +624,7 @@ def render_leaf(leaf: Leaf, allow_plain: bool = False, notes: Sequence[str] = ()
         "      # The seed comes from the environment, so this file holds no secret.",
         f"      nkey: ${leaf.nkey_seed_env}",
     ]
-    if leaf.hub_tls_ca_file:
-        lines += ["      tls {", f"        ca_file: {_q(leaf.hub_tls_ca_file)}", "      }"]
+    lines += _tls(leaf.hub_tls, "      ")
     lines += ["    }", "  ]", "}", ""]
     lines.append(render_accounts(users, leaf.account, allow_plain).rstrip("\n"))
     return "\n".join(lines) + "\n"
@@ -679,7 +680,7 @@ def examples() -> dict[str, str]:
         "hub-leafnodes.conf": render_hub(
             example_hub(with_leafnodes=True),
             notes=(
-                "The hub of the leaf layout (untested): clusters may still connect directly,",
+                "The hub of the leaf layout: clusters may still connect directly,",
                 "and each cluster's leaf server connects with the nkey of its leaf-<cluster>",
                 "user. The nkeys below are placeholders the server refuses; create real pairs",
                 "with `nk -gen user -pubout` and put each seed in that leaf's Secret.",
@@ -694,12 +695,16 @@ def examples() -> dict[str, str]:
                 hub_urls=("nats-leaf://hub.example.com:7422",),
                 local=placeholder_hash("east"),
                 admin=placeholder_hash("eastadmin"),
-                hub_tls_ca_file="/etc/nats/leaf-tls/ca.crt",
+                hub_tls=Tls(
+                    "/etc/nats/leaf-tls/tls.crt",
+                    "/etc/nats/leaf-tls/tls.key",
+                    "/etc/nats/leaf-tls/ca.crt",
+                ),
             ),
             notes=(
                 "The leaf server of cluster east (render again with cluster='west' for west).",
-                "Config text only: the mcsync client does not yet write to an outbox stream",
-                "and read a mirror, which this layout needs.",
+                "The server side is tested; the mcsync client does not yet write to an outbox",
+                "stream and read a mirror, which this layout needs (docs/deploy.md).",
                 "",
                 *_HOW_TO_HASH,
             ),

@@ -635,7 +635,7 @@ def asyncapi() -> JsonObj:
         "title": "dead letters",
         "summary": "Messages of the log that a reader could not decode, set aside.",
         "description": (
-            "Stream `MCSYNC_<CLUSTERSET>_DLQ`, subjects `mcsyncdlq.<clusterset>.>`, kept seven "
+            "Stream `MCSYNCDLQ_<CLUSTERSET>`, subjects `mcsyncdlq.<clusterset>.>`, kept seven "
             "days and at most 100000 messages. A reader that cannot decode a message of the log "
             "logs it, counts it, copies it here with the reason and goes on; the original stays "
             "in the log."
@@ -817,7 +817,7 @@ def _subjects_table() -> str:
         )
         rows.append(f"| `{channel.pattern}` | {tags} | {writer} |")
     dlq = DEAD_LETTER_ADDRESS.replace("{", "<").replace("}", ">")
-    rows.append(f"| `{dlq}` | dead letters (stream `MCSYNC_<SET>_DLQ`) | readers of the log |")
+    rows.append(f"| `{dlq}` | dead letters (stream `MCSYNCDLQ_<SET>`) | readers of the log |")
     return "\n".join(rows)
 
 

@@ -1,0 +1,121 @@
+{{/* Names and labels shared by every object of the chart. */}}
+
+{{- define "mcsync.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mcsync.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "mcsync.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "mcsync.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* Arguments every process takes: NATS login, stream provisioning, health, logs. */}}
+{{- define "mcsync.commonArgs" -}}
+{{- if .Values.nats.credsKey }}
+- --nats-creds=/etc/mcsync/nats/{{ .Values.nats.credsKey }}
+{{- else }}
+- --nats-user={{ .Values.nats.user | default .Values.clusterId | required "set nats.user or clusterId" }}
+- --nats-password-file=/etc/mcsync/nats/{{ .Values.nats.passwordKey }}
+{{- end }}
+{{- if .Values.createStream }}
+- --create-stream
+{{- else }}
+- --no-create-stream
+{{- end }}
+- --health-port={{ .Values.healthPort }}
+- --log-format={{ .Values.logFormat }}
+- --log-level={{ .Values.logLevel }}
+{{- end -}}
+
+{{/* Settings from values: none of them is a secret. */}}
+{{- define "mcsync.env" -}}
+- name: MCSYNC_CLUSTERSET
+  value: {{ .Values.clusterset | required "set clusterset" | quote }}
+- name: MCSYNC_NATS_URL
+  value: {{ .Values.nats.url | quote }}
+{{- end -}}
+
+{{- define "mcsync.probes" -}}
+ports:
+  - name: health
+    containerPort: {{ .Values.healthPort }}
+    protocol: TCP
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: 2
+  failureThreshold: 60
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: health
+  periodSeconds: 10
+  timeoutSeconds: 3
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: health
+  periodSeconds: 5
+  timeoutSeconds: 3
+  failureThreshold: 3
+{{- end -}}
+
+{{/* The NATS password (or credentials file) is mounted from the Secret, never put in env. */}}
+{{- define "mcsync.volumeMounts" -}}
+- name: nats-credentials
+  mountPath: /etc/mcsync/nats
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "mcsync.volumes" -}}
+{{- $key := .Values.nats.credsKey | default .Values.nats.passwordKey -}}
+- name: nats-credentials
+  secret:
+    secretName: {{ .Values.nats.existingSecret | required "set nats.existingSecret" }}
+    defaultMode: 0440
+    items:
+      - key: {{ $key }}
+        path: {{ $key }}
+- name: tmp
+  emptyDir:
+    sizeLimit: 16Mi
+{{- end -}}
+
+{{- define "mcsync.podExtras" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
