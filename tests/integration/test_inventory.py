@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 
 from engine import eventlog, fold, identity, inventory, kube, mcs, plan
+from engine import events as ev
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
 from tests.conftest import ClusterSet
@@ -286,3 +287,49 @@ async def test_replaying_the_recorded_log_gives_the_same_decisions(
         assert "cluster-2" not in admitted
     finally:
         await nc.close()
+
+
+async def test_two_live_publishers_for_one_cluster_id_are_reported_and_one_stops(
+    members: Members, namespace: str
+) -> None:
+    cs = members.cs
+    await start_all(members)
+    await cs["cluster-1"].kube.create(kube.SERVICES, service(namespace))
+    await cs["cluster-1"].kube.create(kube.SERVICE_EXPORTS, service_export(namespace))
+    await eventually(lambda: cs["cluster-2"].kube.get(kube.SERVICE_IMPORTS, namespace, "hello"))
+    me = members.members["cluster-1"]
+    assert me.publisher is not None
+    writes_before = members.members["cluster-2"].k8s.writes
+    # Another process heartbeats as cluster-1 (it skipped the start-up check, e.g. both
+    # started at the same moment). Its instance id sorts after ours: it is the one to stop,
+    # so ours keeps publishing and reports the duplicate.
+    nc = await eventlog.connect(cs.nats.url)
+    try:
+        log = eventlog.EventLog(nc, members.clusterset_name)
+        subject = eventlog.subjects.heartbeat(members.clusterset_name, "cluster-1")
+        for _ in range(3):
+            await log.append(
+                eventlog.Append(subject, ev.Heartbeat(cluster="cluster-1", instance="~impostor"))
+            )
+            await asyncio.sleep(0.3)
+
+        async def flagged() -> bool:
+            p = await profile(cs, "cluster-2", "cluster-1")
+            c = condition(p, "mcsync.io/UniqueClusterID")
+            return c is not None and (c["status"], c["reason"]) == ("False", "DuplicateClusterID")
+
+        await eventually(flagged, timeout=10)
+        dup = me.metrics.duplicate_ids.labels("cluster-1")._value.get()
+        assert dup == 1
+        assert me.alive()  # ours keeps running
+        # The imports did not flap: cluster-2 wrote nothing but the profile status.
+        assert members.members["cluster-2"].k8s.writes - writes_before <= 2
+        # Once the impostor is silent for a lease, the condition goes away.
+        await eventually(lambda: _not_flagged(cs), timeout=LEASE + 5)
+    finally:
+        await nc.close()
+
+
+async def _not_flagged(cs: ClusterSet) -> bool:
+    p = await profile(cs, "cluster-2", "cluster-1")
+    return p is not None and condition(p, "mcsync.io/UniqueClusterID") is None
