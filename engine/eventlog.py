@@ -101,6 +101,12 @@ async def connect(
     )
 
 
+async def close(nc: NATS, timeout: float = 5.0) -> None:
+    """Close a connection without ever hanging a shutdown (a dead server, pending requests)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(nc.close(), timeout)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamSettings:
     """How the clusterset's stream is provisioned."""

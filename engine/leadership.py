@@ -75,6 +75,8 @@ class Elector:
         self._renew_sent: float | None = None
         self._changed = asyncio.Event()
         self.tenure: Leadership | None = None
+        self.lost_at: float | None = None
+        """When the last tenure ended (at the latest, its renew deadline)."""
         self._log = log.bind(lease=name, identity=identity, cluster=cluster)
 
     def is_leader(self) -> bool:
@@ -128,6 +130,8 @@ class Elector:
         if self.token is None:
             return
         token = self.token
+        # A tenure ends at its deadline even if we notice later (a busy event loop).
+        self.lost_at = min(self.clock(), self._until)
         self.token = None
         self._renew_sent = None
         if self.tenure is not None:
@@ -201,7 +205,9 @@ class Elector:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-            await asyncio.shield(self.release())
+            # Release on the way out, bounded: a dead connection must not hang the shutdown.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.release()), self.log.timeout * 2)
 
     async def _watchdog(self) -> None:
         """Step down at the deadline even if the log does not answer."""

@@ -81,4 +81,4 @@ async def run(
             await task
         if child is not None and child.returncode is None:
             await stop_child(elector.token or 0)
-        await nc.close()
+        await eventlog.close(nc)

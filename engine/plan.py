@@ -322,6 +322,33 @@ def covers(observed: Any, desired: Any) -> bool:
     return bool(observed == desired)
 
 
+def status_covers(observed: Any, desired: Obj) -> bool:
+    """Whether an observed ``status`` already holds the desired one.
+
+    Like :func:`covers`, except that ``conditions`` is what the API says it is, a list-map keyed
+    by ``type``: each desired condition must be there (in any position), and conditions of other
+    types are left alone. Other field managers may own such conditions and server-side apply
+    keeps them, and it may order merged items differently from the applied object; comparing
+    position by position would then never agree, and every reconcile would write again.
+
+    A condition type the caller stops setting is not noticed here (it counts as another
+    manager's): use it where every type mcsync owns is always desired, as on ServiceExports
+    (Valid, Ready, Conflict) and ServiceImports (Ready).
+    """
+    if not isinstance(observed, dict):
+        return False
+    for key, value in desired.items():
+        if key == "conditions" and isinstance(value, list):
+            seen = {
+                c.get("type"): c for c in observed.get("conditions") or [] if isinstance(c, dict)
+            }
+            if not all(c["type"] in seen and covers(seen[c["type"]], c) for c in value):
+                return False
+        elif key not in observed or not covers(observed[key], value):
+            return False
+    return True
+
+
 _OWN_WHOLE_METADATA: Final = frozenset({"ServiceImport"})
 
 
@@ -339,6 +366,6 @@ def up_to_date(kind: Kind, desired: Obj, observed: Obj | None) -> bool:
             return False
         return covers(observed.get("spec"), desired.get("spec"))
     if kind in ("ServiceImportStatus", "ServiceExportStatus"):
-        return covers(observed.get("status"), desired.get("status"))
+        return status_covers(observed.get("status"), desired.get("status") or {})
     stripped = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
     return covers(observed, stripped)

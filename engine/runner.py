@@ -141,8 +141,7 @@ class Member:
                 await t
         self._tasks.clear()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            await eventlog.close(self._nc)
             self._nc = None
         if self._k8s is not None:
             await self._k8s.api.close()

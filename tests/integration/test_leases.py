@@ -48,10 +48,10 @@ class History:
     def gained(self, identity: str, token: int) -> None:
         self.tenures.append(Tenure(identity, token, time.monotonic()))
 
-    def lost(self, identity: str, token: int) -> None:
+    def lost(self, identity: str, token: int, at: float | None = None) -> None:
         for t in reversed(self.tenures):
             if t.identity == identity and t.token == token and t.end is None:
-                t.end = time.monotonic()
+                t.end = at if at is not None else time.monotonic()
                 return
 
     def crashed(self, identity: str) -> None:
@@ -101,21 +101,21 @@ class Campaign:
             identity,
             TIMING,
             on_gained=lambda tok, i=identity: h.gained(i, tok),
-            on_lost=lambda tok, i=identity: h.lost(i, tok),
+            on_lost=lambda tok, i=identity: h.lost(i, tok, elector.lost_at),
         )
         c = Candidate(identity, cluster, nc, elector, asyncio.create_task(elector.run()))
         self.candidates[identity] = c
         return c
 
     async def kill(self, identity: str) -> None:
-        """A crash: no release, no goodbye."""
+        """A crash: no release, no goodbye (the connection dies first)."""
         c = self.candidates.pop(identity)
         self.history.crashed(identity)
         c.elector.on_lost = None
+        await eventlog.close(c.nc)
         c.task.cancel()
-        await c.nc.close()
         with contextlib.suppress(asyncio.CancelledError):
-            await c.task
+            await asyncio.wait_for(c.task, 10)
 
     async def wait_holder(self, exclude: str | None = None, timeout: float = 10.0) -> Tenure:
         async def probe() -> Tenure | None:
@@ -128,9 +128,9 @@ class Campaign:
         for identity in list(self.candidates):
             c = self.candidates.pop(identity)
             c.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await c.task
-            await c.nc.close()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(c.task, 10)
+            await eventlog.close(c.nc)
 
 
 @pytest.fixture
@@ -173,8 +173,8 @@ async def test_a_released_lease_passes_on_at_once(campaign: Campaign) -> None:
     c = campaign.candidates.pop(holder.identity)
     c.task.cancel()  # run() releases on cancel
     with contextlib.suppress(asyncio.CancelledError):
-        await c.task
-    await c.nc.close()
+        await asyncio.wait_for(c.task, 10)
+    await eventlog.close(c.nc)
     nxt = await campaign.wait_holder(exclude=holder.identity)
     assert nxt.start - released_at < TIMING.duration  # no need to wait out the lease
     campaign.history.check()
