@@ -193,9 +193,16 @@ async def _provision(js: JetStreamContext, cfg: api.StreamConfig) -> None:
 # --- encoding ------------------------------------------------------------------------------
 
 
+_CE_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x25))
+_CE_PLAIN: Final = re.compile(r"[\x21\x23\x24\x26-\x7e]*")
+
+
 def _ce_encode(value: str) -> str:
-    """Percent-encode a CloudEvents header value (NATS binding rules)."""
-    return quote(value, safe="".join(chr(c) for c in range(0x21, 0x7F) if c not in (0x22, 0x25)))
+    """Percent-encode a CloudEvents header value (NATS binding rules): bytes outside
+    0x21-0x7E, ``"`` and ``%`` become upper-case ``%XX`` of their UTF-8 bytes."""
+    if _CE_PLAIN.fullmatch(value):
+        return value  # the common case: nothing to encode
+    return quote(value, safe=_CE_SAFE)
 
 
 def headers_for(
@@ -209,8 +216,20 @@ def headers_for(
         "ce-type": CE_TYPE_PREFIX + ev.tag_of(type(event)),
         "ce-time": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "ce-datacontenttype": "application/json",
-        "ce-subject": _ce_encode(subject),
     }
+
+
+_REQUIRED_HEADERS: Final = ("ce-specversion", "ce-id", "ce-type", "ce-source")
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    """A header by lower-case name; names are case-insensitive, ours are sent lower-case."""
+    value = headers.get(name)
+    if value is None:
+        for k, v in headers.items():
+            if k.lower() == name:
+                return v
+    return value
 
 
 def decode_message(
@@ -221,17 +240,20 @@ def decode_message(
         raise DecodeError(f"message of {len(data)} bytes exceeds {ev.MAX_EVENT_BYTES}")
     if not headers:
         raise DecodeError("message has no CloudEvents headers")
-    lower = {k.lower(): v for k, v in headers.items()}
-    for h in ("ce-specversion", "ce-id", "ce-type", "ce-source"):
-        if h not in lower:
-            raise DecodeError(f"message lacks the {h} header")
-    if lower["ce-specversion"].strip('"') != CE_SPECVERSION:
-        raise DecodeError(f"unsupported CloudEvents specversion {lower['ce-specversion']!r}")
+    found = [_header(headers, h) for h in _REQUIRED_HEADERS]
+    for name, value in zip(_REQUIRED_HEADERS, found, strict=True):
+        if value is None:
+            raise DecodeError(f"message lacks the {name} header")
+    spec, _, ce_type, _ = found
+    assert spec is not None and ce_type is not None
+    if spec.strip('"') != CE_SPECVERSION:
+        raise DecodeError(f"unsupported CloudEvents specversion {spec!r}")
     try:
         event = ev.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError(f"body is not a valid event: {exc}") from exc
-    ce_type = unquote(lower["ce-type"].strip('"'), errors="strict")
+    if '"' in ce_type or "%" in ce_type:
+        ce_type = unquote(ce_type.strip('"'), errors="strict")
     if ce_type != CE_TYPE_PREFIX + ev.tag_of(type(event)):
         raise DecodeError(f"ce-type {ce_type!r} does not match the body's type")
     return Envelope(seq=seq, subject=subject, time=time, event=event)
@@ -302,17 +324,15 @@ class EventLog:
                 "--no-create-stream, run once with admin credentials) or check the clusterset name"
             ) from exc
 
-    def _prepare(self, a: Append) -> tuple[bytes, dict[str, str]]:
+    def _prepare(self, a: Append, now: datetime | None = None) -> tuple[bytes, dict[str, str]]:
+        now = now or self.clock()
         body = ev.encode(a.event)
         prev = -1 if a.expected_last_seq is None else a.expected_last_seq
-        if a.expected_last_seq is None:
-            # Unconditional appends (heartbeats) are new events each time: make the id unique
-            # per append by folding the clock in.
-            body_for_id = body + self.clock().isoformat().encode()
-        else:
-            body_for_id = body
+        # Unconditional appends (heartbeats) are new events each time: their id folds the clock in.
+        unconditional = a.expected_last_seq is None
+        body_for_id = body + now.isoformat().encode() if unconditional else body
         msg_id = ev.event_id(a.subject, prev, body_for_id)
-        headers = headers_for(a.event, a.subject, msg_id, self.clock(), self.clusterset)
+        headers = headers_for(a.event, a.subject, msg_id, now, self.clusterset)
         if a.expected_last_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expected_last_seq)
             if a.expected_subject is not None:
@@ -354,22 +374,24 @@ class EventLog:
         either gets the sequence (a deduplicated earlier success included) or raises the clear
         error (e.g. :class:`ConflictError`). Nothing is dropped silently.
         """
-        prepared = [self._prepare(a) for a in items]
+        now = self.clock()
+        prepared = [self._prepare(a, now) for a in items]
         futures: list[asyncio.Future[api.PubAck]] = []
-        for a, (body, headers) in zip(items, prepared, strict=True):
-            futures.append(
-                await self.js.publish_async(
-                    a.subject, body, wait_stall=ack_timeout, stream=self.stream, headers=headers
-                )
-            )
+        # One deadline for the whole send loop instead of a timer per message; what was not
+        # sent in time is appended one by one below.
+        with contextlib.suppress(TimeoutError, nats.js.errors.TooManyStalledMsgsError):
+            async with asyncio.timeout(ack_timeout + len(items) / 1000):
+                for a, (body, headers) in zip(items, prepared, strict=True):
+                    futures.append(await self.js.publish_async(a.subject, body, headers=headers))
         if futures:
             await asyncio.wait(futures, timeout=ack_timeout)
         seqs: list[int] = []
-        for a, fut, (body, headers) in zip(items, futures, prepared, strict=True):
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
+        for i, (a, (body, headers)) in enumerate(zip(items, prepared, strict=True)):
+            fut = futures[i] if i < len(futures) else None
+            if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
                 seqs.append(int(fut.result().seq))
                 continue
-            if not fut.done():
+            if fut is not None and not fut.done():
                 fut.cancel()
             seqs.append(await self._retry_one(a, body, headers))
         return seqs
@@ -464,12 +486,13 @@ class EventLog:
                 return  # nothing in range (pushed messages would count as delivered)
             while True:
                 msg = await sub.next_msg(timeout=self.timeout * 2)
-                md = msg.metadata
-                seq = md.sequence.stream
-                if seq > stop_at or (end_time is not None and md.timestamp > end_time):
+                item, pending = _decode(msg)
+                seq = item.seq
+                stored = _position(msg)[1]
+                if seq > stop_at or (end_time is not None and stored > end_time):
                     return
-                yield _decode(msg)
-                if md.num_pending == 0 or seq >= stop_at:
+                yield item
+                if pending == 0 or seq >= stop_at:
                     return
         finally:
             with contextlib.suppress(Exception):
@@ -486,16 +509,31 @@ class Replayed:
     msg: Msg
 
 
-def _decode(msg: Msg) -> Replayed:
-    md = msg.metadata
-    seq = md.sequence.stream
+def _position(msg: Msg) -> tuple[int, datetime, int]:
+    """(stream sequence, storage time, pending) from a JetStream message's reply subject.
+
+    The same as ``msg.metadata`` without building its objects: this runs once per event read.
+    """
+    tokens = (msg.reply or "").split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        seq, ts, pending = tokens[5], tokens[7], tokens[8]
+    elif len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        seq = tokens[Msg.Ack.StreamSeq]
+        ts = tokens[Msg.Ack.Timestamp]
+        pending = tokens[Msg.Ack.NumPending]
+    else:
+        md = msg.metadata  # raises NotJSMessageError with nats-py's own message
+        return md.sequence.stream, md.timestamp, md.num_pending
+    return int(seq), datetime.fromtimestamp(int(ts) / 1e9, UTC), int(pending)
+
+
+def _decode(msg: Msg) -> tuple[Replayed, int]:
+    seq, time, pending = _position(msg)
     try:
-        env: Envelope | DecodeError = decode_message(
-            msg.subject, seq, md.timestamp, msg.headers, msg.data
-        )
+        env: Envelope | DecodeError = decode_message(msg.subject, seq, time, msg.headers, msg.data)
     except DecodeError as exc:
         env = exc
-    return Replayed(msg.subject, seq, env, msg)
+    return Replayed(msg.subject, seq, env, msg), pending
 
 
 class Follower:
@@ -564,14 +602,13 @@ class Follower:
             await asyncio.gather(*self._pending_dlq, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
-        replayed = _decode(msg)
-        md = msg.metadata
+        replayed, pending = _decode(msg)
         if isinstance(replayed.result, Envelope):
             self.on_event(replayed.result)
         else:
             self._bad(msg, replayed.seq, replayed.result)
         self.processed_seq = replayed.seq
-        if md.num_pending == 0 or (self._target is not None and replayed.seq >= self._target):
+        if pending == 0 or (self._target is not None and replayed.seq >= self._target):
             self.caught_up.set()
 
     def _bad(self, msg: Msg, seq: int, error: DecodeError) -> None:

@@ -13,6 +13,7 @@ The JSON field names are camelCase, like the Kubernetes objects they describe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 from typing import Annotated, Final, Literal
@@ -29,9 +30,7 @@ Health = Literal["Healthy", "Unhealthy"]
 AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
-class Port(
-    msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, forbid_unknown_fields=False
-):
+class Port(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, gc=False):
     """One port of an exported Service, as the ServiceImport exposes it."""
 
     port: int
@@ -40,7 +39,7 @@ class Port(
     app_protocol: str | None = None
 
 
-class EndpointPort(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+class EndpointPort(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, gc=False):
     """One port of an EndpointSlice: the backend (target) port, named like the Service port."""
 
     port: int | None = None
@@ -49,7 +48,7 @@ class EndpointPort(msgspec.Struct, frozen=True, rename="camel", omit_defaults=Tr
     app_protocol: str | None = None
 
 
-class Endpoint(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+class Endpoint(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, gc=False):
     """One endpoint of a source EndpointSlice (the fields MCS and CoreDNS read)."""
 
     addresses: tuple[str, ...]
@@ -61,8 +60,13 @@ class Endpoint(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
     node_name: str | None = None
 
 
-class Event(msgspec.Struct, frozen=True, tag_field="type", rename="camel", omit_defaults=True):
-    """Base of every event. ``cluster`` is the writer and must match the subject's cluster."""
+class Event(
+    msgspec.Struct, frozen=True, tag_field="type", rename="camel", omit_defaults=True, gc=False
+):
+    """Base of every event. ``cluster`` is the writer and must match the subject's cluster.
+
+    Events are immutable and never part of a reference cycle, so the garbage collector does not
+    track them (``gc=False``): a large folded state costs no collector time."""
 
     cluster: str
 
@@ -126,7 +130,7 @@ class SliceRemoved(Event, frozen=True, tag="slice.removed.v1"):
 # --- cluster lifecycle ---------------------------------------------------------------------
 
 
-class AccessProvider(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True):
+class AccessProvider(msgspec.Struct, frozen=True, rename="camel", omit_defaults=True, gc=False):
     """How a consumer reaches the member's API server (ClusterProfile ``accessProviders``)."""
 
     name: str
@@ -239,6 +243,7 @@ _decoder: Final = msgspec.json.Decoder(AnyEvent)
 MAX_EVENT_BYTES: Final = 1024 * 1024
 
 
+@functools.cache
 def tag_of(event_type: type[Event]) -> str:
     """The wire tag (``type`` field, CloudEvents ``ce-type`` suffix) of an event class."""
     return str(event_type.__struct_config__.tag)

@@ -344,13 +344,6 @@ def _event_headers() -> tuple[Header, ...]:
             "The body is JSON (in the NATS binding this header replaces `Content-Type`).",
         ),
         Header(
-            "ce-subject",
-            {"type": "string"},
-            "the subject, percent-encoded",
-            ALWAYS,
-            "The NATS subject the event was appended on.",
-        ),
-        Header(
             "Nats-Msg-Id",
             {"type": "string", "pattern": _HEX_ID},
             "equal to `ce-id`",

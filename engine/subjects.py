@@ -9,6 +9,7 @@ bytes). Kubernetes names never contain ``~``, so plain names read the same in su
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -133,8 +134,12 @@ _ARITY: dict[str, int] = {
 }
 
 
+@functools.lru_cache(maxsize=65536)
 def parse(subject: str) -> Parsed:
-    """Parse a subject of the grammar; raise ``ValueError`` for anything else."""
+    """Parse a subject of the grammar; raise ``ValueError`` for anything else.
+
+    Cached: a clusterset has a bounded set of live subjects and every event on one is parsed.
+    """
     tokens = subject.split(".")
     if len(tokens) < 4 or tokens[0] != PREFIX:
         raise ValueError(f"not an mcsync subject: {subject!r}")
