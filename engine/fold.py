@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import msgspec
 
@@ -25,9 +26,10 @@ from engine import events as ev
 from engine import subjects
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One event as the log delivered it: its stream sequence, subject and storage time."""
+class Envelope(NamedTuple):
+    """One event as the log delivered it: its stream sequence, subject and storage time.
+
+    A named tuple: one is made per event read, and it is the cheapest immutable record."""
 
     seq: int
     subject: str
@@ -217,7 +219,9 @@ def _mutate(state: ClusterSetState, parsed: subjects.Parsed, env: Envelope) -> N
             rec = state.clusters.setdefault(cluster, ClusterRecord())
             rec.last_heartbeat = event
             rec.last_heartbeat_at = env.time
-            if event.instance:
+            if event.instance and event.stopping:
+                rec.instances.pop(event.instance, None)  # a clean stop frees the id at once
+            elif event.instance:
                 rec.instances[event.instance] = env.time
         case ev.SnapshotComplete():
             state.clusters.setdefault(cluster, ClusterRecord()).snapshot_epoch = event.epoch

@@ -279,3 +279,34 @@ def api_writes(member: runner.Member, kind: str | None = None) -> float:
             if kind is None or sample.labels.get("kind") == kind:
                 total += sample.value
     return total
+
+
+@pytest.fixture
+async def clean_namespaces(
+    request: pytest.FixtureRequest, clusterset: ClusterSet
+) -> AsyncIterator[list[str]]:
+    """Delete what the test left in its namespaces when it ends (after its members stopped).
+
+    The clusters are shared by the whole session and namespaces never finish deleting, so what
+    a test exports would otherwise be published again by every later test's publishers (a
+    fresh clusterset each) and imported everywhere, and the imports, derived Services and
+    slices it got would be pruned by the next test's subscribers: writes and load that later
+    tests would count as theirs. The test's ``namespace`` is cleaned; a test that makes other
+    namespaces appends them to the yielded list.
+    """
+    extra: list[str] = []
+    yield extra
+    namespaces = [*extra]
+    if isinstance(ns := request.node.funcargs.get("namespace"), str):
+        namespaces.append(ns)
+    for ns in namespaces:
+        for h in clusterset.clusters:
+            for res in (
+                kube.SERVICE_EXPORTS,
+                kube.SERVICE_IMPORTS,
+                kube.SERVICES,
+                kube.ENDPOINT_SLICES,
+            ):
+                items, _ = await h.kube.list(res, ns)
+                for item in items:
+                    await h.kube.delete(res, ns, item["metadata"]["name"])

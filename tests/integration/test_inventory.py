@@ -26,7 +26,7 @@ from tests.integration.conftest import (
     service_export,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_namespaces")]
 
 NS = "mcsync-system"
 LEASE = 3.0
@@ -41,8 +41,9 @@ async def profile(cs: ClusterSet, where: str, member: str) -> kube.Obj | None:
 
 
 async def profiles_everywhere(cs: ClusterSet, member: str) -> list[kube.Obj] | None:
+    """The member's profile in every cluster, once each has its status written."""
     got = [await profile(cs, c.name, member) for c in cs.clusters]
-    return got if all(got) else None  # type: ignore[return-value]
+    return got if all(g and g.get("status") for g in got) else None  # type: ignore[return-value]
 
 
 async def start_all(members: Members, **kw: object) -> None:

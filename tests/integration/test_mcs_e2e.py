@@ -21,7 +21,7 @@ from tests.integration.conftest import (
     service_export,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_namespaces")]
 
 
 async def get_import(cs: ClusterSet, cluster: str, ns: str, name: str = "hello") -> kube.Obj | None:
