@@ -78,8 +78,9 @@ async def cancel_and_wait(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait for it, cancelling again if a cancellation was lost.
 
     On Python 3.11 an ``Elector.run`` task can survive ``cancel()``: ``asyncio.wait_for``
-    there turns a cancellation that coincides with its own timeout into ``TimeoutError``, which
-    the run loop suppresses. Such lost cancellations are counted and reported.
+    there returns the awaited result instead of raising ``CancelledError`` when the awaited
+    NATS call completed in the same loop iteration, and the run loop goes on. Such lost
+    cancellations are counted and reported.
     """
     task.cancel()
     while True:

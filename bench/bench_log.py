@@ -117,7 +117,6 @@ async def append_raw(
                     s,
                     body,
                     headers=headers,
-                    stream=log.stream if headers else None,
                     wait_stall=wait_stall,
                 )
             )

@@ -28,7 +28,7 @@ from typing import Any
 
 import _common as c
 
-from engine import kube, plan
+from engine import eventlog, kube, plan, subjects
 from engine.localstack import LocalStack
 from subscribers.subscriber import SubscriberSettings
 
@@ -197,12 +197,18 @@ class Bench:
         self.base_vis: list[float] = []
         self.base_create_rt: list[float] = []
         self.base_create_vis: list[float] = []
+        self.to_log: list[float] = []
+        self.log_to_c2: list[float] = []
+        self.nc: Any = None
+        self.per_change = (0.0, 0.0)
 
     @property
     def watches(self) -> list[Watch]:
         return [*self.mcs_watch.values(), self.base_watch, self.import_watch]
 
     async def start(self) -> None:
+        assert self.stack.nats is not None
+        self.nc = await eventlog.connect(self.stack.nats.url, name="bench-propagation")
         for name in self.stack.names:
             await self.stack.kubes[name].create(kube.NAMESPACES, {"metadata": {"name": NS}})
         for w in self.watches:
@@ -226,9 +232,23 @@ class Bench:
     async def update_slice(self, svc: str, index: int) -> tuple[str, float, float]:
         """Change the first address; (address, start time, round trip seconds)."""
         addrs = addresses(index, self.next_version())
+        self.wall0 = time.time()
         t0 = time.perf_counter()
         await self.src.apply(kube.ENDPOINT_SLICES, endpoint_slice(f"{svc}-src", svc, addrs))
         return addrs[0], t0, time.perf_counter() - t0
+
+    async def split(self, svc: str, addr: str, total: float) -> None:
+        """Split one propagation at the time the log stored the event (the server's clock,
+        the same machine's): source write + publisher, then log + subscriber + watch."""
+        subject = subjects.endpoint_slice(self.stack.clusterset, "cluster-1", NS, svc, f"{svc}-src")
+        msg = await self.nc.jetstream().get_last_msg(
+            subjects.stream_name(self.stack.clusterset), subject, direct=True
+        )
+        if addr.encode() not in (msg.data or b"") or msg.time is None:
+            return
+        first = msg.time.timestamp() - self.wall0
+        self.to_log.append(first)
+        self.log_to_c2.append(total - first)
 
     async def baseline_patch(self) -> None:
         addrs = addresses(0, self.next_version())
@@ -262,6 +282,9 @@ class Bench:
         lat: list[float] = []
         rts: list[float] = []
         warmup = min(10, changes // 10)
+        sub = self.stack.members["cluster-2"].subscriber
+        assert sub is not None
+        r0, w0 = sub.reconciles, self.slice_writes()["cluster-2"]
         for k in range(changes + warmup):
             i = k % services
             addr, t0, rt = await self.update_slice(names[i], i)
@@ -269,7 +292,14 @@ class Bench:
             if k >= warmup:
                 lat.append(seen - t0)
                 rts.append(rt)
+                await self.split(names[i], addr, seen - t0)
                 await self.baseline_patch()
+        await asyncio.sleep(1.0)
+        n = changes + warmup
+        self.per_change = (
+            (sub.reconciles - r0) / n,
+            (self.slice_writes()["cluster-2"] - w0) / n,
+        )
         return lat, rts
 
     # (ii)
@@ -348,6 +378,8 @@ class Bench:
     async def stop(self) -> None:
         for w in self.watches:
             await w.stop()
+        if self.nc is not None:
+            await self.nc.close()
 
 
 def lat_row(name: str, values: list[float], target: str = "") -> list[object]:
@@ -427,6 +459,8 @@ async def main() -> None:
             [
                 lat_row("(i) slice change c1 -> MCS slice on c2 watch", lat, "p50<=100 p99<=300"),
                 lat_row("    source slice apply round trip (c1)", rts),
+                lat_row("    c1 apply -> event stored in the log", b.to_log),
+                lat_row("    event stored -> MCS slice on c2 watch", b.log_to_c2),
                 lat_row("    baseline: apply round trip (c2)", b.base_rt),
                 lat_row("    baseline: apply -> c2 watch", b.base_vis),
                 lat_row("(ii) ServiceExport create -> import on c2", vis, "p50<=100 p99<=300"),
@@ -444,6 +478,10 @@ async def main() -> None:
         f"{base:.0f} ms), p99 {p99i:.0f} ms: p50 target {c.verdict(p50i <= 100)}, "
         f"p99 target {c.verdict(p99i <= 300)}; p50 per block of {len(lat) // 4}: "
         f"{block_p50(lat, 4)} ms"
+    )
+    print(
+        f"     cluster-2 subscriber per change: {b.per_change[0]:.2f} service reconciles, "
+        f"{b.per_change[1]:.2f} EndpointSlice writes"
     )
     print(
         f"(ii) p50 {p50e:.0f} ms, p99 {p99e:.0f} ms: p50 target {c.verdict(p50e <= 100)}, "

@@ -83,10 +83,11 @@ class Elector:
         return self.token is not None and self.clock() < self._until
 
     async def _observe(self) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that lands together with the reply, and a cancelled elector must stop.
         try:
-            env = await asyncio.wait_for(
-                self.log.read_last(self.scope), self.timing.retry_interval * 4
-            )
+            async with asyncio.timeout(self.timing.retry_interval * 4):
+                env = await self.log.read_last(self.scope)
         except (TransientError, TimeoutError) as exc:
             self._log.debug("lease.observe_failed", error=repr(exc))
             return
@@ -105,12 +106,11 @@ class Elector:
                 self.observed = leases.Observed(env.seq, event, self.clock())
 
     async def _append(self, event: ev.Event, expected: int) -> int:
-        return await asyncio.wait_for(
-            self.log.append(
+        bound = max(0.05, min(self.log.timeout, self._remaining() or self.log.timeout))
+        async with asyncio.timeout(bound):
+            return await self.log.append(
                 eventlog.Append(self.subject, event, expected, expected_subject=self.scope)
-            ),
-            max(0.05, min(self.log.timeout, self._remaining() or self.log.timeout)),
-        )
+            )
 
     def _remaining(self) -> float | None:
         if self.token is None:
@@ -199,7 +199,8 @@ class Elector:
             while True:
                 delay = await self.step()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._changed.wait()
                 self._changed.clear()
         finally:
             watchdog.cancel()
@@ -207,7 +208,8 @@ class Elector:
                 await watchdog
             # Release on the way out, bounded: a dead connection must not hang the shutdown.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self.release()), self.log.timeout * 2)
+                async with asyncio.timeout(self.log.timeout * 2):
+                    await asyncio.shield(self.release())
 
     async def _watchdog(self) -> None:
         """Step down at the deadline even if the log does not answer."""
@@ -226,14 +228,12 @@ class Elector:
             cluster=self.cluster, name=self.name, holder=self.identity, token=token
         )
         try:
-            await asyncio.wait_for(
-                self.log.append(
+            async with asyncio.timeout(self.log.timeout):
+                await self.log.append(
                     eventlog.Append(
                         self.subject, event, self.observed.seq, expected_subject=self.scope
                     )
-                ),
-                self.log.timeout,
-            )
+                )
         except (ConflictError, TransientError, TimeoutError) as exc:
             self._log.info("lease.release_skipped", error=repr(exc)[:200])
 
