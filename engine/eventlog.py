@@ -51,6 +51,8 @@ CE_SPECVERSION: Final = "1.0"
 CE_TYPE_PREFIX: Final = "io.mcsync."
 WRONG_LAST_SEQUENCE: Final = 10071
 NO_SUITABLE_PEERS: Final = 10005
+# The same refusal without the actual sequence in its text (seen on clustered streams).
+WRONG_LAST_SEQUENCE_CONSTANT: Final = 10164
 _ACTUAL = re.compile(r"wrong last sequence: (\d+)")
 
 
@@ -104,7 +106,8 @@ async def connect(
 async def close(nc: NATS, timeout: float = 5.0) -> None:
     """Close a connection without ever hanging a shutdown (a dead server, pending requests)."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(nc.close(), timeout)
+        async with asyncio.timeout(timeout):
+            await nc.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +355,7 @@ class EventLog:
                 a.subject, body, timeout=self.timeout, stream=self.stream, headers=headers
             )
         except nats.js.errors.APIError as exc:
-            if exc.err_code == WRONG_LAST_SEQUENCE:
+            if exc.err_code in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT):
                 m = _ACTUAL.search(exc.description or "")
                 raise ConflictError(
                     a.subject, a.expected_last_seq or 0, int(m.group(1)) if m else None

@@ -134,11 +134,20 @@ class Member:
             t.result()
 
     async def stop(self) -> None:
+        # Cancel until every task has stopped, bounded: a shutdown never hangs.
+        pending = set(self._tasks)
+        for _ in range(20):
+            if not pending:
+                break
+            for t in pending:
+                t.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending:
+            log.error("member.stop_incomplete", cluster=self.cluster, tasks=len(pending))
         for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                with contextlib.suppress(BaseException):
+                    t.exception()
         self._tasks.clear()
         if self._nc is not None:
             await eventlog.close(self._nc)

@@ -261,8 +261,11 @@ class MembershipReporter:
         try:
             while True:
                 timeout = max(0.0, next_beat - time.monotonic())
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation, and this loop must stop when its task is cancelled.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait()
                 if self._changed.is_set():
                     self._changed.clear()
                     await self.sync_membership()
@@ -276,5 +279,6 @@ class MembershipReporter:
         except asyncio.CancelledError:
             # Say goodbye so a replacement need not wait for the lease.
             with contextlib.suppress(Exception):  # best effort on the way out
-                await asyncio.shield(asyncio.wait_for(self.heartbeat(stopping=True), 2.0))
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self.heartbeat(stopping=True))
             raise
