@@ -489,9 +489,8 @@ class EventLog:
                 return  # nothing in range (pushed messages would count as delivered)
             while True:
                 msg = await sub.next_msg(timeout=self.timeout * 2)
-                item, pending = _decode(msg)
+                item, pending, stored = _decode(msg)
                 seq = item.seq
-                stored = _position(msg)[1]
                 if seq > stop_at or (end_time is not None and stored > end_time):
                     return
                 yield item
@@ -529,13 +528,14 @@ def _position(msg: Msg) -> tuple[int, datetime, int]:
     return int(seq), datetime.fromtimestamp(int(ts) / 1e9, UTC), int(pending)
 
 
-def _decode(msg: Msg) -> tuple[Replayed, int]:
+def _decode(msg: Msg) -> tuple[Replayed, int, datetime]:
+    """The decoded message, the count still pending, and its storage time."""
     seq, time, pending = _position(msg)
     try:
         env: Envelope | DecodeError = decode_message(msg.subject, seq, time, msg.headers, msg.data)
     except DecodeError as exc:
         env = exc
-    return Replayed(msg.subject, seq, env, msg), pending
+    return Replayed(msg.subject, seq, env, msg), pending, time
 
 
 class Follower:
@@ -604,7 +604,7 @@ class Follower:
             await asyncio.gather(*self._pending_dlq, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
-        replayed, pending = _decode(msg)
+        replayed, pending, _ = _decode(msg)
         if isinstance(replayed.result, Envelope):
             self.on_event(replayed.result)
         else:

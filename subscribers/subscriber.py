@@ -271,15 +271,7 @@ class Subscriber:
     # --- reconcile -------------------------------------------------------------------------
 
     def _observed(self, kind: plan.Kind, ns: str, name: str) -> kube.Obj | None:
-        match kind:
-            case "ServiceImport" | "ServiceImportStatus":
-                return self.imports.get(ns, name)
-            case "Service":
-                return self.services.get(ns, name)
-            case "EndpointSlice":
-                return self.slices.get(ns, name)
-            case "ServiceExportStatus":
-                return self.exports.get(ns, name)
+        return self._informer(kind).get(ns, name)
 
     def _informer(self, kind: plan.Kind) -> kube.Informer:
         match kind:
