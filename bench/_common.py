@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
@@ -73,7 +74,8 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     return (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average {load:.2f} at start"
+        f"Python {platform.python_version()}, load average {load:.2f} at start, "
+        f"gc thresholds {gc.get_threshold()}"
     )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import _common as c
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, leadership, leases, subjects
+from engine import eventlog, leadership, leases, runtime, subjects
 from engine import events as ev
 from engine.natsserver import NatsServer
 
@@ -345,4 +345,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    runtime.tune_gc()  # as every mcsync process does (engine.cli)
     asyncio.run(main())

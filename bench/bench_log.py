@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import _common as c
 from nats.js import api
 
-from engine import eventlog, subjects
+from engine import eventlog, runtime, subjects
 from engine import events as ev
 from engine import fold as folding
 from engine.natsserver import NatsServer
@@ -368,4 +368,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    runtime.tune_gc()  # as every mcsync process does (engine.cli)
     asyncio.run(main())

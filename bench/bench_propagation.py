@@ -28,7 +28,7 @@ from typing import Any
 
 import _common as c
 
-from engine import eventlog, kube, plan, subjects
+from engine import eventlog, kube, plan, runtime, subjects
 from engine.localstack import LocalStack
 from subscribers.subscriber import SubscriberSettings
 
@@ -521,4 +521,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    runtime.tune_gc()  # as every mcsync process does (engine.cli)
     asyncio.run(main())

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine import __version__, logs
+from engine import __version__, logs, runtime
 from engine.errors import ConfigError, SyncError
 
 app = typer.Typer(
@@ -86,6 +86,7 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> None:
                 loop.add_signal_handler(sig, task.cancel)
         return await coro
 
+    runtime.tune_gc()
     try:
         code = asyncio.run(main())
     except asyncio.CancelledError:

@@ -44,6 +44,7 @@ from engine import events as ev
 from engine import logs, subjects
 from engine.errors import ConfigError, ConflictError, DecodeError, TransientError
 from engine.fold import Envelope
+from engine.pipeline import Pipeline
 
 log = logs.get("mcsync.eventlog")
 
@@ -217,11 +218,16 @@ def headers_for(
         "ce-id": msg_id,
         "ce-source": _ce_encode(f"/mcsync/{clusterset}/{event.cluster}"),
         "ce-type": CE_TYPE_PREFIX + ev.tag_of(type(event)),
-        "ce-time": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "ce-time": _ce_time(now),
         "ce-datacontenttype": "application/json",
     }
 
 
+def _ce_time(now: datetime) -> str:
+    return now.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_CE_TYPES: Final = {t: CE_TYPE_PREFIX + ev.tag_of(t) for t in ev.EVENT_TYPES}
 _REQUIRED_HEADERS: Final = ("ce-specversion", "ce-id", "ce-type", "ce-source")
 
 
@@ -243,23 +249,27 @@ def decode_message(
         raise DecodeError(f"message of {len(data)} bytes exceeds {ev.MAX_EVENT_BYTES}")
     if not headers:
         raise DecodeError("message has no CloudEvents headers")
-    found = [_header(headers, h) for h in _REQUIRED_HEADERS]
-    for name, value in zip(_REQUIRED_HEADERS, found, strict=True):
-        if value is None:
-            raise DecodeError(f"message lacks the {name} header")
-    spec, _, ce_type, _ = found
-    assert spec is not None and ce_type is not None
-    if spec.strip('"') != CE_SPECVERSION:
+    spec = headers.get("ce-specversion")
+    ce_type = headers.get("ce-type")
+    if spec is None or ce_type is None or "ce-id" not in headers or "ce-source" not in headers:
+        # Not as mcsync sends them: look the names up case-insensitively.
+        found = [_header(headers, h) for h in _REQUIRED_HEADERS]
+        for name, value in zip(_REQUIRED_HEADERS, found, strict=True):
+            if value is None:
+                raise DecodeError(f"message lacks the {name} header")
+        spec, _, ce_type, _ = found
+        assert spec is not None and ce_type is not None
+    if spec != CE_SPECVERSION and spec.strip('"') != CE_SPECVERSION:
         raise DecodeError(f"unsupported CloudEvents specversion {spec!r}")
     try:
-        event = ev.decode(data)
+        event = ev.decode_sized(data)  # the size was checked above
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise DecodeError(f"body is not a valid event: {exc}") from exc
     if '"' in ce_type or "%" in ce_type:
         ce_type = unquote(ce_type.strip('"'), errors="strict")
-    if ce_type != CE_TYPE_PREFIX + ev.tag_of(type(event)):
+    if ce_type != _CE_TYPES[type(event)]:
         raise DecodeError(f"ce-type {ce_type!r} does not match the body's type")
-    return Envelope(seq=seq, subject=subject, time=time, event=event)
+    return Envelope(seq, subject, time, event)
 
 
 # --- the log -------------------------------------------------------------------------------
@@ -313,6 +323,8 @@ class EventLog:
         self.timeout = timeout
         self.retry_for = retry_for
         self.clock = clock
+        self._fixed: dict[tuple[str, type[ev.Event]], str] = {}
+        self._pipeline = Pipeline(nc, max_in_flight=4000)
 
     async def ensure(self, settings: StreamSettings | None = None) -> None:
         await ensure_stream(self.js, self.clusterset, settings or StreamSettings())
@@ -327,14 +339,18 @@ class EventLog:
                 "--no-create-stream, run once with admin credentials) or check the clusterset name"
             ) from exc
 
+    def _identify(self, a: Append, now: datetime) -> tuple[bytes, str]:
+        """The body and the deterministic event id of an append."""
+        body = ev.encode(a.event)
+        if a.expected_last_seq is None:
+            # Unconditional appends (heartbeats) are new events each time: the id folds the
+            # clock in.
+            return body, ev.event_id(a.subject, -1, body + now.isoformat().encode())
+        return body, ev.event_id(a.subject, a.expected_last_seq, body)
+
     def _prepare(self, a: Append, now: datetime | None = None) -> tuple[bytes, dict[str, str]]:
         now = now or self.clock()
-        body = ev.encode(a.event)
-        prev = -1 if a.expected_last_seq is None else a.expected_last_seq
-        # Unconditional appends (heartbeats) are new events each time: their id folds the clock in.
-        unconditional = a.expected_last_seq is None
-        body_for_id = body + now.isoformat().encode() if unconditional else body
-        msg_id = ev.event_id(a.subject, prev, body_for_id)
+        body, msg_id = self._identify(a, now)
         headers = headers_for(a.event, a.subject, msg_id, now, self.clusterset)
         if a.expected_last_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(a.expected_last_seq)
@@ -343,6 +359,30 @@ class EventLog:
         if a.ttl_seconds is not None:
             headers["Nats-TTL"] = str(a.ttl_seconds)
         return body, headers
+
+    def _frame(self, a: Append, now: datetime, time_text: str) -> tuple[str, bytes, bytes]:
+        """``(subject, header block, body)``: the same headers as :meth:`_prepare`, encoded
+        straight to the NATS header block without a dictionary (the bulk path)."""
+        body, msg_id = self._identify(a, now)
+        event_type = type(a.event)
+        fixed = self._fixed.get((a.event.cluster, event_type))
+        if fixed is None:
+            source = _ce_encode(f"/mcsync/{self.clusterset}/{a.event.cluster}")
+            fixed = f"ce-source: {source}\r\nce-type: {CE_TYPE_PREFIX}{ev.tag_of(event_type)}\r\n"
+            self._fixed[(a.event.cluster, event_type)] = fixed
+        extra = ""
+        if a.expected_last_seq is not None:
+            extra = f"Nats-Expected-Last-Subject-Sequence: {a.expected_last_seq}\r\n"
+            if a.expected_subject is not None:
+                extra += f"Nats-Expected-Last-Subject-Sequence-Subject: {a.expected_subject}\r\n"
+        if a.ttl_seconds is not None:
+            extra += f"Nats-TTL: {a.ttl_seconds}\r\n"
+        block = (
+            f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\nce-specversion: {CE_SPECVERSION}\r\n"
+            f"ce-id: {msg_id}\r\n{fixed}ce-time: {time_text}\r\n"
+            f"ce-datacontenttype: application/json\r\n{extra}\r\n"
+        )
+        return a.subject, block.encode(), body
 
     async def append(self, a: Append) -> int:
         """Append one event; return its stream sequence (the same on a deduplicated retry)."""
@@ -356,6 +396,12 @@ class EventLog:
             )
         except nats.js.errors.APIError as exc:
             if exc.err_code in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT):
+                # The server checks the expected sequence before the duplicate window, so an
+                # append that landed although its ack was lost comes back as a conflict when
+                # retried. It is ours if the subject's last message carries our event id.
+                landed = await self._landed(a.subject, headers["Nats-Msg-Id"])
+                if landed is not None:
+                    return landed
                 m = _ACTUAL.search(exc.description or "")
                 raise ConflictError(
                     a.subject, a.expected_last_seq or 0, int(m.group(1)) if m else None
@@ -369,33 +415,37 @@ class EventLog:
             raise
         return int(ack.seq)
 
+    async def _landed(self, subject: str, msg_id: str) -> int | None:
+        """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
+        try:
+            last = await self.js.get_last_msg(self.stream, subject, direct=True)
+        except Exception:  # unknown counts as "not ours": the conflict is reported
+            return None
+        if last.headers and last.headers.get("Nats-Msg-Id") == msg_id:
+            return int(last.seq or 0)
+        return None
+
     async def append_many(self, items: Sequence[Append], ack_timeout: float = 10.0) -> list[int]:
         """Append many events fast; every ack is awaited with a timeout.
 
-        Appends go out with ``publish_async`` (in flight at most 4000). An ack that does not come
-        in time, or comes with an error, is retried one by one with :meth:`append`, which
-        either gets the sequence (a deduplicated earlier success included) or raises the clear
-        error (e.g. :class:`ConflictError`). Nothing is dropped silently.
+        The appends go out pipelined (:class:`~engine.pipeline.Pipeline`, at most 4000 awaiting
+        their ack) under one deadline for the whole batch. An append that is refused, or not
+        acked in time, is retried one by one with the single-append path, which either gets the
+        sequence (a deduplicated earlier success included) or raises the clear error (e.g.
+        :class:`ConflictError`). Nothing is dropped silently.
         """
+        if not items:
+            return []
         now = self.clock()
-        prepared = [self._prepare(a, now) for a in items]
-        futures: list[asyncio.Future[api.PubAck]] = []
-        # One deadline for the whole send loop instead of a timer per message; what was not
-        # sent in time is appended one by one below.
-        with contextlib.suppress(TimeoutError, nats.js.errors.TooManyStalledMsgsError):
-            async with asyncio.timeout(ack_timeout + len(items) / 1000):
-                for a, (body, headers) in zip(items, prepared, strict=True):
-                    futures.append(await self.js.publish_async(a.subject, body, headers=headers))
-        if futures:
-            await asyncio.wait(futures, timeout=ack_timeout)
+        time_text = _ce_time(now)
+        frames = [self._frame(a, now, time_text) for a in items]
+        outcomes = await self._pipeline.publish(frames, ack_timeout + len(items) / 1000)
         seqs: list[int] = []
-        for i, (a, (body, headers)) in enumerate(zip(items, prepared, strict=True)):
-            fut = futures[i] if i < len(futures) else None
-            if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
-                seqs.append(int(fut.result().seq))
+        for a, outcome in zip(items, outcomes, strict=True):
+            if type(outcome) is int:
+                seqs.append(outcome)
                 continue
-            if fut is not None and not fut.done():
-                fut.cancel()
+            body, headers = self._prepare(a, now)
             seqs.append(await self._retry_one(a, body, headers))
         return seqs
 
@@ -604,13 +654,22 @@ class Follower:
             await asyncio.gather(*self._pending_dlq, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
-        replayed, pending, _ = _decode(msg)
-        if isinstance(replayed.result, Envelope):
-            self.on_event(replayed.result)
+        # _position's common case inline: this runs once per event followed.
+        tokens = (msg.reply or "").split(".")
+        if len(tokens) == 9 and tokens[1] == "ACK" and tokens[0] == "$JS":
+            seq = int(tokens[5])
+            time = datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
+            pending = int(tokens[8])
         else:
-            self._bad(msg, replayed.seq, replayed.result)
-        self.processed_seq = replayed.seq
-        if pending == 0 or (self._target is not None and replayed.seq >= self._target):
+            seq, time, pending = _position(msg)
+        try:
+            env = decode_message(msg.subject, seq, time, msg.headers, msg.data)
+        except DecodeError as exc:
+            self._bad(msg, seq, exc)
+        else:
+            self.on_event(env)
+        self.processed_seq = seq
+        if pending == 0 or (self._target is not None and seq >= self._target):
             self.caught_up.set()
 
     def _bad(self, msg: Msg, seq: int, error: DecodeError) -> None:

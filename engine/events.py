@@ -239,6 +239,8 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
 
 _encoder: Final = msgspec.json.Encoder()
 _decoder: Final = msgspec.json.Decoder(AnyEvent)
+decode_sized: Final = _decoder.decode
+""":func:`decode` for a caller that has already checked the size against MAX_EVENT_BYTES."""
 
 MAX_EVENT_BYTES: Final = 1024 * 1024
 

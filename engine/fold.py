@@ -16,9 +16,10 @@ Rules that keep folding safe:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -118,23 +119,29 @@ class ClusterSetState:
 
 def apply(state: ClusterSetState, env: Envelope) -> bool:
     """Fold one envelope into ``state``; return whether it changed anything."""
-    last = state.last_seq.get(env.subject, 0)
-    if env.seq <= last:
+    subject = env.subject
+    seq = env.seq
+    if seq <= state.last_seq.get(subject, 0):
         state.counters.redelivered += 1
         return False
     try:
-        parsed = subjects.parse(env.subject)
+        parsed = subjects.parse(subject)
     except ValueError:
         state.counters.refused += 1
         return False
     event = env.event
-    if event.cluster != parsed.cluster or not _fits(parsed, event):
-        state.counters.refused += 1
+    kind, key_of, mutate = _RULES[type(event)]
+    if (
+        event.cluster != parsed.cluster
+        or kind != parsed.kind
+        or (key_of is not None and key_of(event) != parsed.parts)
+    ):
+        state.counters.refused += 1  # an event must sit on the subject of the key it describes
         return False
-    state.last_seq[env.subject] = env.seq
-    state.position = max(state.position, env.seq)
+    state.last_seq[subject] = seq
+    state.position = max(state.position, seq)
     state.counters.applied += 1
-    _mutate(state, parsed, env)
+    mutate(state, parsed.cluster, env)
     return True
 
 
@@ -147,83 +154,107 @@ def fold(
     return state
 
 
-_KIND_OF: dict[type, str] = {
-    ev.ExportUpserted: "export",
-    ev.ExportWithdrawn: "export",
-    ev.SliceUpserted: "slice",
-    ev.SliceRemoved: "slice",
-    ev.ClusterJoined: "cluster",
-    ev.ClusterUpdated: "cluster",
-    ev.ClusterLeft: "cluster",
-    ev.Heartbeat: "heartbeat",
-    ev.SnapshotComplete: "sync",
-    ev.LeaseAcquired: "lease",
-    ev.LeaseRenewed: "lease",
-    ev.LeaseReleased: "lease",
+def _export_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.ExportUpserted = env.event  # type: ignore[assignment]
+    state.exports.setdefault((event.namespace, event.name), {})[cluster] = event
+
+
+def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.ExportWithdrawn = env.event  # type: ignore[assignment]
+    key = (event.namespace, event.name)
+    by_cluster = state.exports.get(key)
+    if by_cluster is not None:
+        by_cluster.pop(cluster, None)
+        if not by_cluster:
+            del state.exports[key]
+
+
+def _slice_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.SliceUpserted = env.event  # type: ignore[assignment]
+    key = (event.namespace, event.service)
+    state.slices.setdefault(key, {}).setdefault(cluster, {})[event.name] = event
+
+
+def _slice_removed(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.SliceRemoved = env.event  # type: ignore[assignment]
+    key = (event.namespace, event.service)
+    per_cluster = state.slices.get(key, {})
+    own = per_cluster.get(cluster)
+    if own is not None:
+        own.pop(event.name, None)
+        if not own:
+            del per_cluster[cluster]
+        if not per_cluster:
+            state.slices.pop(key, None)
+
+
+def _cluster_joined(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    # Also ClusterUpdated, a subclass.
+    rec = state.clusters.setdefault(cluster, ClusterRecord())
+    rec.info = env.event  # type: ignore[assignment]
+    rec.left = False
+
+
+def _cluster_left(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    # Membership only: the cluster's keys stay as their own subjects say (its publisher
+    # tombstones them before leaving), so a last-per-subject bootstrap and a full replay agree.
+    # The merge ignores clusters that left (engine.inventory.admitted).
+    rec = state.clusters.setdefault(cluster, ClusterRecord())
+    rec.left = True
+    rec.info = None
+
+
+def _heartbeat(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.Heartbeat = env.event  # type: ignore[assignment]
+    rec = state.clusters.setdefault(cluster, ClusterRecord())
+    rec.last_heartbeat = event
+    rec.last_heartbeat_at = env.time
+    if event.instance and event.stopping:
+        rec.instances.pop(event.instance, None)  # a clean stop frees the id at once
+    elif event.instance:
+        rec.instances[event.instance] = env.time
+
+
+def _snapshot_complete(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    event: ev.SnapshotComplete = env.event  # type: ignore[assignment]
+    state.clusters.setdefault(cluster, ClusterRecord()).snapshot_epoch = event.epoch
+
+
+def _lease(state: ClusterSetState, cluster: str, env: Envelope) -> None:
+    # Acquired, renewed (a subclass of acquired) or released.
+    event: ev.LeaseAcquired | ev.LeaseReleased = env.event  # type: ignore[assignment]
+    state.leases[event.name] = LeaseRecord(event, env.seq, env.time, event.token)
+
+
+_Mutator = Callable[[ClusterSetState, str, Envelope], None]
+_KeyOf = Callable[[Any], tuple[str, ...]]
+
+
+def _name_key(e: Any) -> tuple[str, ...]:
+    return (e.namespace, e.name)
+
+
+def _slice_key(e: Any) -> tuple[str, ...]:
+    return (e.namespace, e.service, e.name)
+
+
+def _lease_key(e: Any) -> tuple[str, ...]:
+    return (e.name,)
+
+
+# Per event type: the subject kind it must sit on, the key its subject must name (None: the
+# subject names no object) and what it does to the state.
+_RULES: dict[type, tuple[str, _KeyOf | None, _Mutator]] = {
+    ev.ExportUpserted: ("export", _name_key, _export_upserted),
+    ev.ExportWithdrawn: ("export", _name_key, _export_withdrawn),
+    ev.SliceUpserted: ("slice", _slice_key, _slice_upserted),
+    ev.SliceRemoved: ("slice", _slice_key, _slice_removed),
+    ev.ClusterJoined: ("cluster", None, _cluster_joined),
+    ev.ClusterUpdated: ("cluster", None, _cluster_joined),
+    ev.ClusterLeft: ("cluster", None, _cluster_left),
+    ev.Heartbeat: ("heartbeat", None, _heartbeat),
+    ev.SnapshotComplete: ("sync", None, _snapshot_complete),
+    ev.LeaseAcquired: ("lease", _lease_key, _lease),
+    ev.LeaseRenewed: ("lease", _lease_key, _lease),
+    ev.LeaseReleased: ("lease", _lease_key, _lease),
 }
-
-
-def _fits(parsed: subjects.Parsed, event: ev.AnyEvent) -> bool:
-    """An event must sit on the subject of the key it describes."""
-    if _KIND_OF[type(event)] != parsed.kind:
-        return False
-    match event:
-        case ev.ExportUpserted() | ev.ExportWithdrawn():
-            return parsed.parts == (event.namespace, event.name)
-        case ev.SliceUpserted() | ev.SliceRemoved():
-            return parsed.parts == (event.namespace, event.service, event.name)
-        case ev.LeaseAcquired() | ev.LeaseReleased():
-            return parsed.parts == (event.name,)
-        case _:
-            return True
-
-
-def _mutate(state: ClusterSetState, parsed: subjects.Parsed, env: Envelope) -> None:
-    event = env.event
-    cluster = parsed.cluster
-    match event:
-        case ev.ExportUpserted():
-            state.exports.setdefault((event.namespace, event.name), {})[cluster] = event
-        case ev.ExportWithdrawn():
-            key = (event.namespace, event.name)
-            by_cluster = state.exports.get(key)
-            if by_cluster is not None:
-                by_cluster.pop(cluster, None)
-                if not by_cluster:
-                    del state.exports[key]
-        case ev.SliceUpserted():
-            key = (event.namespace, event.service)
-            state.slices.setdefault(key, {}).setdefault(cluster, {})[event.name] = event
-        case ev.SliceRemoved():
-            key = (event.namespace, event.service)
-            per_cluster = state.slices.get(key, {})
-            own = per_cluster.get(cluster)
-            if own is not None:
-                own.pop(event.name, None)
-                if not own:
-                    del per_cluster[cluster]
-                if not per_cluster:
-                    state.slices.pop(key, None)
-        case ev.ClusterJoined():  # also ClusterUpdated
-            rec = state.clusters.setdefault(cluster, ClusterRecord())
-            rec.info = event
-            rec.left = False
-        case ev.ClusterLeft():
-            # Membership only: the cluster's keys stay as their own subjects say (its publisher
-            # tombstones them before leaving), so a last-per-subject bootstrap and a full
-            # replay agree. The merge ignores clusters that left (engine.inventory.admitted).
-            rec = state.clusters.setdefault(cluster, ClusterRecord())
-            rec.left = True
-            rec.info = None
-        case ev.Heartbeat():
-            rec = state.clusters.setdefault(cluster, ClusterRecord())
-            rec.last_heartbeat = event
-            rec.last_heartbeat_at = env.time
-            if event.instance and event.stopping:
-                rec.instances.pop(event.instance, None)  # a clean stop frees the id at once
-            elif event.instance:
-                rec.instances[event.instance] = env.time
-        case ev.SnapshotComplete():
-            state.clusters.setdefault(cluster, ClusterRecord()).snapshot_epoch = event.epoch
-        case ev.LeaseAcquired() | ev.LeaseReleased():
-            state.leases[event.name] = LeaseRecord(event, env.seq, env.time, event.token)

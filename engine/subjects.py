@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 PREFIX = "mcsync"
 
 Kind = Literal["export", "slice", "cluster", "sync", "heartbeat", "lease"]
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPED = re.compile(r"~([0-9A-F]{2})")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -27,6 +27,8 @@ def escape(name: str) -> str:
     """Escape one name into a subject token (reversible, see :func:`unescape`)."""
     if not name:
         raise ValueError("an empty name cannot be a subject token")
+    if _PLAIN.fullmatch(name):
+        return name  # the common case: nothing to escape
     out: list[str] = []
     for byte in name.encode():
         out.append(chr(byte) if byte in _SAFE else f"~{byte:02X}")
@@ -55,6 +57,12 @@ def unescape(token: str) -> str:
 def is_dns_label(value: str) -> bool:
     """True for an RFC-1123 DNS label: lower-case, at most 63 characters."""
     return bool(_DNS_LABEL.fullmatch(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_known_label(value: str) -> bool:
+    """:func:`is_dns_label`, remembered: a clusterset has few clusters, named on every subject."""
+    return is_dns_label(value)
 
 
 def check_label(what: str, value: str) -> str:
@@ -114,9 +122,10 @@ def lease_any_cluster(clusterset: str, name: str) -> str:
     return f"{PREFIX}.{clusterset}.*.lease.{escape(name)}"
 
 
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """A subject taken apart: the writer's cluster, the kind of key and its name parts."""
+class Parsed(NamedTuple):
+    """A subject taken apart: the writer's cluster, the kind of key and its name parts.
+
+    A named tuple: one is made for every new subject the fold sees."""
 
     clusterset: str
     cluster: str
@@ -134,6 +143,17 @@ _ARITY: dict[str, int] = {
 }
 
 
+def _canonical(token: str, subject: str) -> str:
+    """The name a token with escapes stands for, if it is that name's canonical escaping."""
+    try:
+        name = unescape(token)
+        if escape(name) == token:
+            return name
+    except ValueError:
+        pass
+    raise ValueError(f"not an mcsync subject (non-canonical name token): {subject!r}")
+
+
 @functools.lru_cache(maxsize=65536)
 def parse(subject: str) -> Parsed:
     """Parse a subject of the grammar; raise ``ValueError`` for anything else.
@@ -143,15 +163,14 @@ def parse(subject: str) -> Parsed:
     tokens = subject.split(".")
     if len(tokens) < 4 or tokens[0] != PREFIX:
         raise ValueError(f"not an mcsync subject: {subject!r}")
-    if not (is_dns_label(tokens[1]) and is_dns_label(tokens[2])):
+    if not (_is_known_label(tokens[1]) and _is_known_label(tokens[2])):
         raise ValueError(f"not an mcsync subject (clusterset or cluster token): {subject!r}")
     kind = tokens[3]
     arity = _ARITY.get(kind)
     if arity is None or len(tokens) != 4 + arity:
         raise ValueError(f"not an mcsync subject: {subject!r}")
-    parts = tuple(unescape(t) for t in tokens[4:])
     # One key, one subject: only the canonical escaping of a name is accepted, so two subjects
-    # never fold into the same key, and wildcards or empty tokens are never keys.
-    if any(not t or escape(p) != t for p, t in zip(parts, tokens[4:], strict=True)):
-        raise ValueError(f"not an mcsync subject (non-canonical name token): {subject!r}")
+    # never fold into the same key, and wildcards or empty tokens are never keys. A token of
+    # safe characters only is canonical and reads as itself.
+    parts = tuple(t if _PLAIN.fullmatch(t) else _canonical(t, subject) for t in tokens[4:])
     return Parsed(tokens[1], tokens[2], kind, parts)  # type: ignore[arg-type]

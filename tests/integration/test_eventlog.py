@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import eventlog, fold, subjects
+from engine import eventlog, fold, pipeline, subjects
 from engine import events as ev
 from engine.errors import ConflictError
 from engine.natsserver import NatsServer
@@ -71,6 +71,19 @@ async def test_a_republished_event_is_deduplicated(log: eventlog.EventLog) -> No
     again = await log.js.publish(s, body, headers=headers)
     assert again.duplicate
     assert again.seq == first
+
+
+async def test_a_retried_append_whose_ack_was_lost_is_recognised_not_refused(
+    log: eventlog.EventLog,
+) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    a = eventlog.Append(s, export("a"), expected_last_seq=0)
+    first = await log.append(a)
+    # The same append again, as a retry after a lost ack sends it: the expected sequence is
+    # stale now, but the message at the head of the subject is this very event.
+    assert await log.append(a) == first
+    with pytest.raises(ConflictError):  # a different event at the same position is refused
+        await log.append(eventlog.Append(s, export("a", port=99), expected_last_seq=0))
 
 
 async def test_messages_carry_cloudevents_binary_headers(log: eventlog.EventLog) -> None:
@@ -234,3 +247,58 @@ async def test_garbage_is_dead_lettered_and_valid_traffic_still_folds(
     assert dlq.state.messages == len(bad)
     await lg.js.delete_stream(eventlog.dead_letter_stream(name))
     await nc.drain()
+
+
+async def test_bulk_append_keeps_order_beyond_the_in_flight_bound(log: eventlog.EventLog) -> None:
+    log._pipeline = pipeline.Pipeline(log.nc, max_in_flight=16)
+    items = [
+        eventlog.Append(
+            subjects.export(log.clusterset, "a", "ns", f"s{i % 50}"),
+            export("a", f"s{i % 50}", port=1000 + i),
+            None,
+        )
+        for i in range(400)
+    ]
+    seqs = await log.append_many(items)
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 400
+    stored = await log.js.get_msg(log.stream, seqs[123])
+    assert stored.subject == items[123].subject
+    assert ev.decode(stored.data) == items[123].event
+
+
+async def test_appends_whose_acks_did_not_come_in_time_are_retried_without_duplicates(
+    log: eventlog.EventLog,
+) -> None:
+    items = [
+        eventlog.Append(
+            subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
+        )
+        for i in range(300)
+    ]
+    now = log.clock()
+    frames = [log._frame(a, now, eventlog._ce_time(now)) for a in items]
+    # A deadline that passes while the batch is in flight: some or all acks are given up on.
+    outcomes = await log._pipeline.publish(frames, timeout=0.0)
+    assert any(isinstance(o, pipeline.NoAck) for o in outcomes)
+    await asyncio.sleep(0.5)  # whatever was sent has landed by now
+    # The writer does not know what landed, so it appends everything again.
+    seqs = await log.append_many(items)
+    info = await log.js.stream_info(log.stream)
+    assert info.state.messages == 300
+    assert sorted(seqs) == list(range(1, 301))
+
+
+async def test_a_refused_append_in_a_batch_raises_the_clear_error(log: eventlog.EventLog) -> None:
+    s = subjects.export(log.clusterset, "a", "ns", "web")
+    await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    other = subjects.export(log.clusterset, "a", "ns", "api")
+    with pytest.raises(ConflictError) as info:
+        await log.append_many(
+            [
+                eventlog.Append(other, export("a", "api"), expected_last_seq=0),
+                eventlog.Append(s, export("a", port=9), expected_last_seq=0),  # stale
+            ]
+        )
+    assert info.value.actual == 1
+    assert await log.last_sequence(other) == 2  # the valid append in the batch landed
