@@ -384,21 +384,26 @@ class Informer:
         return self.cache.get((namespace, name))
 
     def observe(self, obj: Obj) -> None:
-        """Record an object we just wrote (the API's answer) before its watch event comes."""
+        """Record an object we just wrote (the API's answer) before its watch event comes.
+
+        The writer knows what it wrote, so ``on_change`` is not called, and the watch event
+        of this same version later is not reported either: only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
-        self._set(obj)
+        k = key_of(obj)
+        old = self.cache.get(k)
+        if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
+            self.cache[k] = obj
 
     def forget(self, namespace: str, name: str) -> None:
-        old = self.cache.pop((namespace, name), None)
-        if old is not None and self.on_change:
-            self.on_change(old, None)
+        """Drop an object we just deleted; like :meth:`observe`, this is not reported."""
+        self.cache.pop((namespace, name), None)
 
     def _set(self, obj: Obj) -> None:
         k = key_of(obj)
         old = self.cache.get(k)
-        if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) < int(_rv(old)):
-            return  # an older version arriving late
+        if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
+            return  # an older version arriving late, or the version we hold (our own write)
         self.cache[k] = obj
         if self.on_change:
             self.on_change(old, obj)
@@ -407,7 +412,9 @@ class Informer:
         items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
         fresh = {key_of(i): i for i in items}
         for k in [k for k in self.cache if k not in fresh]:
-            self.forget(*k)
+            gone = self.cache.pop(k)
+            if self.on_change:
+                self.on_change(gone, None)
         for obj in items:
             old = self.cache.get(key_of(obj))
             if old is None or _rv(old) != _rv(obj):
@@ -436,8 +443,8 @@ class Informer:
                     if etype == "DELETED":
                         k = key_of(obj)
                         old = self.cache.pop(k, None)
-                        if self.on_change:
-                            self.on_change(old or obj, None)
+                        if old is not None and self.on_change:  # None: we deleted it
+                            self.on_change(old, None)
                     else:
                         self._set(obj)
                 backoff = 0.2

@@ -3,8 +3,9 @@
 It follows the log (last event per subject first, then every new one), folds it into the
 clusterset state, and reconciles every service whose state changed: plan the desired objects
 (:mod:`engine.plan`), compare them with what the cluster holds (informer caches), and write only
-the differences with server-side apply under one field manager. Keys are coalesced: many events
-for one service before its reconcile lead to one write of the latest desired state. Objects
+the differences with server-side apply under one field manager. Keys are coalesced on the
+trailing edge: a service is reconciled once its events have paused for ``quiet_seconds`` (or
+after ``max_delay_seconds``), so a burst of events leads to one write of the latest state. Objects
 mcsync owns that are no longer desired are deleted. Transient API errors are retried with
 backoff; permanent ones (validation, conflicts) are logged and counted, not looped on.
 """
@@ -73,10 +74,13 @@ class SubscriberSettings:
     """How often leases are re-evaluated."""
     lease_namespace: str = "mcsync-system"
     """Where the cross-cluster leases are shown as coordination.k8s.io Leases."""
-    coalesce_seconds: float = 0.25
-    """The shortest time between two reconciles of one service (seconds). An isolated change is
-    applied at once; a burst of events for one service within this time waits out the rest of
-    it and becomes one write of the latest state."""
+    quiet_seconds: float = 0.05
+    """Trailing-edge coalescing: a changed service is reconciled once no event has touched it
+    for this long (seconds), so a burst of events becomes one write of its last state. It is
+    also the delay an isolated change waits before it is applied."""
+    max_delay_seconds: float = 1.0
+    """However long a burst lasts, a changed service is reconciled at most this long (seconds)
+    after its first pending change."""
 
 
 @dataclass
@@ -91,10 +95,12 @@ class Subscriber:
     def __post_init__(self) -> None:
         self.state = folding.ClusterSetState()
         self.dirty: dict[ServiceKey, datetime | None] = {}
+        """Services waiting for a reconcile, with the log time of their oldest pending event."""
+        self._first: dict[ServiceKey, float] = {}
+        self._last: dict[ServiceKey, float] = {}
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.reconciles = 0
-        self._reconciled_at: dict[ServiceKey, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
@@ -161,10 +167,15 @@ class Subscriber:
 
     # --- inputs ----------------------------------------------------------------------------
 
-    def _mark(self, key: ServiceKey, when: datetime | None = None) -> None:
+    def _mark(self, key: ServiceKey, when: datetime | None = None, at_once: bool = False) -> None:
+        """Note that ``key`` needs a reconcile (``when``: the log time of the change). It runs
+        once the key has been quiet for ``quiet_seconds``, or ``at_once``."""
         prev = self.dirty.get(key)
         if key not in self.dirty or (when is not None and (prev is None or when < prev)):
             self.dirty[key] = when
+        now = asyncio.get_running_loop().time()
+        self._first.setdefault(key, now)
+        self._last[key] = now - self.settings.quiet_seconds if at_once else now
         self._wake.set()
 
     def _on_event(self, env: folding.Envelope) -> None:
@@ -394,25 +405,29 @@ class Subscriber:
         return keys
 
     def _due(self) -> dict[ServiceKey, datetime | None]:
-        """Take the dirty services that may be reconciled now; the others (reconciled less than
-        ``coalesce_seconds`` ago) stay dirty, and a timer wakes the loop when the first is due."""
+        """Take the dirty services that are due: quiet for ``quiet_seconds`` or waiting since
+        ``max_delay_seconds``. The others stay dirty, and a timer wakes the loop when the first
+        of them is due."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        window = self.settings.coalesce_seconds
-        self._reconciled_at = {k: t for k, t in self._reconciled_at.items() if now - t < window}
+        quiet = self.settings.quiet_seconds
+        cap = self.settings.max_delay_seconds
         due: dict[ServiceKey, datetime | None] = {}
         later: dict[ServiceKey, datetime | None] = {}
+        wake_at = float("inf")
         for key, since in self.dirty.items():
-            (later if key in self._reconciled_at else due)[key] = since
-            if key not in self._reconciled_at:
-                self._reconciled_at[key] = now
+            at = min(self._last[key] + quiet, self._first[key] + cap)
+            if at <= now + 0.001:  # a timer may fire up to the clock's resolution early
+                due[key] = since
+                del self._first[key], self._last[key]
+            else:
+                later[key] = since
+                wake_at = min(wake_at, at)
         self.dirty = later
-        if later:
-            wake_at = min(self._reconciled_at[k] for k in later) + window
-            if self._timer is None or self._timer.when() > wake_at:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = loop.call_at(wake_at, self._on_timer)
+        if later and (self._timer is None or self._timer.when() > wake_at):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(wake_at, self._on_timer)
         return due
 
     def _on_timer(self) -> None:
@@ -473,7 +488,7 @@ class Subscriber:
                 self._health = {}
                 self._reassess()
                 for key in self._all_keys():
-                    self._mark(key)
+                    self._mark(key, at_once=True)
                 await self._drain()
                 self.metrics.ready.labels(self.cluster).set(1)
                 self.ready.set()
