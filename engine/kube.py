@@ -10,8 +10,9 @@ original exception chained: 429, 5xx and connection failures are transient, the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -378,26 +379,63 @@ class Informer:
         self.cache: dict[ObjKey, Obj] = {}
         self.synced = asyncio.Event()
         self.relists = 0
+        self._held: dict[ObjKey, list[tuple[Obj | None, Obj | None]]] = {}
+        self._done: dict[ObjKey, int | str] = {}
         self._log = logs.get("mcsync.informer").bind(kind=res.kind)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.cache.get((namespace, name))
 
+    @contextlib.contextmanager
+    def writing(self, namespace: str, name: str) -> Iterator[None]:
+        """Hold this object's watch events while we write or delete it.
+
+        The watch event of our own write can arrive before the API's answer does. Held events
+        that the write (:meth:`observe`) or delete (:meth:`forget`) made inside the block
+        account for are dropped when it ends; anything newer, and everything when the write
+        failed, is reported then."""
+        k = (namespace, name)
+        self._held[k] = []
+        try:
+            yield
+        finally:
+            held = self._held.pop(k, [])
+            done = self._done.pop(k, None)
+            for old, new in held:
+                if new is None and done == _DELETED:
+                    continue  # the echo of our delete
+                if new is not None and isinstance(done, int) and int(_rv(new) or 0) <= done:
+                    continue  # the echo of our write, or older
+                if self.on_change:
+                    self.on_change(old, new)
+
     def observe(self, obj: Obj) -> None:
         """Record an object we just wrote (the API's answer) before its watch event comes.
 
         The writer knows what it wrote, so ``on_change`` is not called, and the watch event
-        of this same version later is not reported either: only others' changes are."""
+        of this same version is not reported either (see :meth:`writing` for the race where
+        it comes first): only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
             self.cache[k] = obj
+        if k in self._held and _rv(obj):
+            self._done[k] = int(_rv(obj))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop an object we just deleted; like :meth:`observe`, this is not reported."""
         self.cache.pop((namespace, name), None)
+        if (namespace, name) in self._held:
+            self._done[(namespace, name)] = _DELETED
+
+    def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
+        held = self._held.get(k)
+        if held is not None:
+            held.append((old, new))
+        elif self.on_change:
+            self.on_change(old, new)
 
     def _set(self, obj: Obj) -> None:
         k = key_of(obj)
@@ -405,8 +443,7 @@ class Informer:
         if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
             return  # an older version arriving late, or the version we hold (our own write)
         self.cache[k] = obj
-        if self.on_change:
-            self.on_change(old, obj)
+        self._report(k, old, obj)
 
     async def _relist(self) -> str:
         items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
@@ -443,8 +480,8 @@ class Informer:
                     if etype == "DELETED":
                         k = key_of(obj)
                         old = self.cache.pop(k, None)
-                        if old is not None and self.on_change:  # None: we deleted it
-                            self.on_change(old, None)
+                        if old is not None:  # None: we deleted it
+                            self._report(k, old, None)
                     else:
                         self._set(obj)
                 backoff = 0.2
@@ -457,6 +494,9 @@ class Informer:
                 backoff = min(backoff * 2, 5.0)
                 if isinstance(exc, KubeError):
                     rv = ""
+
+
+_DELETED: Final = "deleted"
 
 
 def _rv(obj: Obj) -> str:

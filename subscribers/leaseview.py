@@ -116,13 +116,14 @@ class LeaseView:
             # A release drops holderIdentity and the times: server-side apply removes the fields
             # this manager stops setting.
             try:
-                result = await self.k8s.apply(kube.LEASES, want)
+                with self.informer.writing(self.namespace, oname):
+                    self.informer.observe(await self.k8s.apply(kube.LEASES, want))
             except PermanentError as exc:
                 log.error("lease_view.apply_refused", lease=name, error=str(exc)[:300])
                 continue
             self.metrics.writes.labels(self.cluster, "Lease", "apply").inc()
-            self.informer.observe(result)
         for (ns, oname), _ in list(self.informer.cache.items()):
             if ns == self.namespace and oname not in names:
-                await self.k8s.delete(kube.LEASES, ns, oname)
-                self.informer.forget(ns, oname)
+                with self.informer.writing(ns, oname):
+                    await self.k8s.delete(kube.LEASES, ns, oname)
+                    self.informer.forget(ns, oname)

@@ -82,16 +82,19 @@ class ProfileSync:
         for (ns, name), _ in list(self.informer.cache.items()):
             if ns == self.namespace and name not in desired:
                 try:
-                    await self.k8s.delete(kube.CLUSTER_PROFILES, ns, name)
+                    with self.informer.writing(ns, name):
+                        await self.k8s.delete(kube.CLUSTER_PROFILES, ns, name)
+                        self.informer.forget(ns, name)
                 except PermanentError as exc:
                     self._log.error("profile.delete_refused", name=name, error=str(exc)[:200])
                     continue
                 self.metrics.writes.labels(self.cluster, "ClusterProfile", "delete").inc()
-                self.informer.forget(ns, name)
 
     async def _apply(self, obj: dict[str, Any], sub: str | None) -> kube.Obj | None:
         try:
-            result = await self.k8s.apply(kube.CLUSTER_PROFILES, obj, subresource=sub)
+            with self.informer.writing(self.namespace, obj["metadata"]["name"]):
+                result = await self.k8s.apply(kube.CLUSTER_PROFILES, obj, subresource=sub)
+                self.informer.observe(result)
         except TransientError:
             raise
         except PermanentError as exc:
@@ -101,7 +104,6 @@ class ProfileSync:
             )
             return None
         self.metrics.writes.labels(self.cluster, "ClusterProfile", "apply").inc()
-        self.informer.observe(result)
         return result
 
 

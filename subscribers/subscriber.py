@@ -4,10 +4,11 @@ It follows the log (last event per subject first, then every new one), folds it 
 clusterset state, and reconciles every service whose state changed: plan the desired objects
 (:mod:`engine.plan`), compare them with what the cluster holds (informer caches), and write only
 the differences with server-side apply under one field manager. Keys are coalesced on the
-trailing edge: a service is reconciled once its events have paused for ``quiet_seconds`` (or
-after ``max_delay_seconds``), so a burst of events leads to one write of the latest state. Objects
-mcsync owns that are no longer desired are deleted. Transient API errors are retried with
-backoff; permanent ones (validation, conflicts) are logged and counted, not looped on.
+trailing edge: a service is reconciled once its events have paused for ``quiet_seconds`` (a
+churning one: ``burst_quiet_seconds``; at the latest after ``max_delay_seconds``), so a burst of
+events leads to one write of the latest state. Objects mcsync owns that are no longer desired
+are deleted. Transient API errors are retried with backoff; permanent ones (validation,
+conflicts) are logged and counted, not looped on.
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ class SubscriberSettings:
     """Where the cross-cluster leases are shown as coordination.k8s.io Leases."""
     quiet_seconds: float = 0.05
     """Trailing-edge coalescing: a changed service is reconciled once no event has touched it
-    for this long (seconds), so a burst of events becomes one write of its last state. It is
-    also the delay an isolated change waits before it is applied."""
+    for this long (seconds), so the events of one change (an export and its slices) become one
+    reconcile. It is also the delay an isolated change waits before it is applied."""
+    burst_quiet_seconds: float = 0.25
+    """A service whose events have gone on for longer than ``quiet_seconds`` is churning: it
+    is reconciled once its events pause for this long instead, so a burst becomes one write of
+    its last state."""
     max_delay_seconds: float = 1.0
     """However long a burst lasts, a changed service is reconciled at most this long (seconds)
     after its first pending change."""
@@ -96,8 +101,12 @@ class Subscriber:
         self.state = folding.ClusterSetState()
         self.dirty: dict[ServiceKey, datetime | None] = {}
         """Services waiting for a reconcile, with the log time of their oldest pending event."""
+        # Per dirty service: loop times of its first and last pending event, and whether it was
+        # already churning when they began; per reconciled service, its last event's time.
         self._first: dict[ServiceKey, float] = {}
         self._last: dict[ServiceKey, float] = {}
+        self._churning: set[ServiceKey] = set()
+        self._previous: dict[ServiceKey, float] = {}
         self._wake = asyncio.Event()
         self.ready = asyncio.Event()
         self.reconciles = 0
@@ -174,8 +183,15 @@ class Subscriber:
         if key not in self.dirty or (when is not None and (prev is None or when < prev)):
             self.dirty[key] = when
         now = asyncio.get_running_loop().time()
-        self._first.setdefault(key, now)
-        self._last[key] = now - self.settings.quiet_seconds if at_once else now
+        if at_once:
+            self._first[key] = now - self.settings.max_delay_seconds
+        elif key not in self._first:
+            self._first[key] = now
+            # Events again soon after the last reconcile's: the burst goes on.
+            previous = self._previous.pop(key, None)
+            if previous is not None and now - previous < self.settings.burst_quiet_seconds:
+                self._churning.add(key)
+        self._last[key] = now
         self._wake.set()
 
     def _on_event(self, env: folding.Envelope) -> None:
@@ -343,15 +359,19 @@ class Subscriber:
     async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
         res = _RESOURCE[kind]
         sub = "status" if kind.endswith("Status") else None
+        informer = self._informer(kind)
+        meta = obj["metadata"]
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_delay(self.settings.retry_for),
-                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
-                reraise=True,
-            ):
-                with attempt:
-                    result = await self.k8s.apply(res, obj, subresource=sub)
+            with informer.writing(meta.get("namespace", ""), meta["name"]):
+                async for attempt in AsyncRetrying(
+                    retry=retry_if_exception_type(TransientError),
+                    stop=stop_after_delay(self.settings.retry_for),
+                    wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
+                    reraise=True,
+                ):
+                    with attempt:
+                        result = await self.k8s.apply(res, obj, subresource=sub)
+                informer.observe(result)
         except PermanentError as exc:
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
@@ -363,7 +383,6 @@ class Subscriber:
             )
             return
         self.metrics.writes.labels(self.cluster, kind, "apply").inc()
-        self._informer(kind).observe(result)
 
     async def _prune(self, key: ServiceKey, desired: dict[plan.ObjKey, kube.Obj]) -> None:
         ns, name = key
@@ -381,8 +400,11 @@ class Subscriber:
                 if mine and (kind, ns, oname) not in desired:
                     doomed.append((kind, oname))
         for kind, oname in doomed:
+            informer = self._informer(kind)
             try:
-                await self.k8s.delete(_RESOURCE[kind], ns, oname)
+                with informer.writing(ns, oname):
+                    await self.k8s.delete(_RESOURCE[kind], ns, oname)
+                    informer.forget(ns, oname)
             except TransientError as exc:
                 self._log.warning("delete.failed", kind=kind, name=oname, error=str(exc)[:200])
                 self._mark(key)
@@ -391,7 +413,6 @@ class Subscriber:
                 self._log.error("delete.refused", kind=kind, name=oname, error=str(exc)[:200])
                 continue
             self.metrics.writes.labels(self.cluster, kind, "delete").inc()
-            self._informer(kind).forget(ns, oname)
 
     def _all_keys(self) -> set[ServiceKey]:
         keys = set(self.state.exports)
@@ -405,21 +426,26 @@ class Subscriber:
         return keys
 
     def _due(self) -> dict[ServiceKey, datetime | None]:
-        """Take the dirty services that are due: quiet for ``quiet_seconds`` or waiting since
-        ``max_delay_seconds``. The others stay dirty, and a timer wakes the loop when the first
-        of them is due."""
+        """Take the dirty services that are due: quiet for ``quiet_seconds`` (churning ones for
+        ``burst_quiet_seconds``) or waiting since ``max_delay_seconds``. The others stay dirty,
+        and a timer wakes the loop when the first of them is due."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         quiet = self.settings.quiet_seconds
+        burst_quiet = self.settings.burst_quiet_seconds
         cap = self.settings.max_delay_seconds
         due: dict[ServiceKey, datetime | None] = {}
         later: dict[ServiceKey, datetime | None] = {}
         wake_at = float("inf")
         for key, since in self.dirty.items():
-            at = min(self._last[key] + quiet, self._first[key] + cap)
+            at = due_at(
+                self._first[key], self._last[key], quiet, burst_quiet, cap, key in self._churning
+            )
             if at <= now + 0.001:  # a timer may fire up to the clock's resolution early
                 due[key] = since
-                del self._first[key], self._last[key]
+                self._previous[key] = self._last.pop(key)
+                del self._first[key]
+                self._churning.discard(key)
             else:
                 later[key] = since
                 wake_at = min(wake_at, at)
@@ -513,6 +539,25 @@ class Subscriber:
         while True:
             await asyncio.sleep(self.settings.tick_seconds)
             self._reassess()
+
+
+def due_at(
+    first: float,
+    last: float,
+    quiet: float,
+    burst_quiet: float,
+    cap: float,
+    churning: bool = False,
+) -> float:
+    """When a service whose pending events came from ``first`` to ``last`` is reconciled.
+
+    A pause of ``quiet`` after the last event; in a burst (the events have gone on for longer
+    than ``quiet``, or the service was ``churning`` already: its previous events were less than
+    ``burst_quiet`` before these), a pause of ``burst_quiet``; never later than ``cap`` after
+    the first.
+    """
+    bursting = churning or last - first > quiet
+    return min(last + (burst_quiet if bursting else quiet), first + cap)
 
 
 def _with_times(obj: kube.Obj, observed: kube.Obj | None, now: datetime) -> kube.Obj:
