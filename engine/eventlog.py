@@ -418,9 +418,14 @@ class EventLog:
     async def _landed(self, subject: str, msg_id: str) -> int | None:
         """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
         try:
-            last = await self.js.get_last_msg(self.stream, subject, direct=True)
-        except Exception:  # unknown counts as "not ours": the conflict is reported
+            # Not a direct get: a lagging replica could answer that and miss our append.
+            last = await self.js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
             return None
+        except Exception as exc:
+            if _transient(exc):
+                raise TransientError(f"reading the head of {subject} failed: {exc!r}") from exc
+            raise
         if last.headers and last.headers.get("Nats-Msg-Id") == msg_id:
             return int(last.seq or 0)
         return None

@@ -381,6 +381,7 @@ class Informer:
         self.relists = 0
         self._held: dict[ObjKey, list[tuple[Obj | None, Obj | None]]] = {}
         self._done: dict[ObjKey, int | str] = {}
+        self._before: dict[ObjKey, Obj | None] = {}
         self._log = logs.get("mcsync.informer").bind(kind=res.kind)
 
     def get(self, namespace: str, name: str) -> Obj | None:
@@ -395,12 +396,17 @@ class Informer:
         account for are dropped when it ends; anything newer, and everything when the write
         failed, is reported then."""
         k = (namespace, name)
+        if k in self._held:  # inside another write of the same object: that one reports
+            yield
+            return
         self._held[k] = []
+        self._before[k] = self.cache.get(k)
         try:
             yield
         finally:
             held = self._held.pop(k, [])
             done = self._done.pop(k, None)
+            self._before.pop(k, None)
             for old, new in held:
                 if new is None and done == _DELETED:
                     continue  # the echo of our delete
@@ -425,10 +431,17 @@ class Informer:
             self._done[k] = int(_rv(obj))
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop an object we just deleted; like :meth:`observe`, this is not reported."""
-        self.cache.pop((namespace, name), None)
-        if (namespace, name) in self._held:
-            self._done[(namespace, name)] = _DELETED
+        """Drop an object we just deleted; like :meth:`observe`, this is not reported.
+
+        Inside :meth:`writing`, an object someone created again meanwhile (another uid) is
+        kept."""
+        k = (namespace, name)
+        if k in self._held:
+            self._done[k] = _DELETED
+            current, before = self.cache.get(k), self._before.get(k)
+            if current is not None and before is not None and _uid(current) != _uid(before):
+                return
+        self.cache.pop(k, None)
 
     def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
         held = self._held.get(k)
@@ -497,6 +510,10 @@ class Informer:
 
 
 _DELETED: Final = "deleted"
+
+
+def _uid(obj: Obj) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
 
 
 def _rv(obj: Obj) -> str:

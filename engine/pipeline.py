@@ -23,7 +23,6 @@ is pinned in ``pyproject.toml`` and the frame layout is checked by a test agains
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -127,43 +126,64 @@ class Pipeline:
     ) -> list[Outcome]:
         """Publish ``(subject, header block, body)`` messages; wait at most ``timeout`` seconds
         in all. Each outcome is the stream sequence, the server's :class:`ApiError`, or a
-        :class:`NoAck` for a message that was not sent or not acked in time."""
+        :class:`NoAck` for a message that was not sent (too large, no connection) or not acked
+        in time."""
         async with self._lock:  # one batch at a time keeps the in-flight bound simple
             await self._ensure_sub()
             batch = _Batch(len(messages))
             if not messages:
                 return batch.outcomes
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
             nc = self.nc
             send = nc._send_command
             waiting = self._waiting
+            half = self.max_in_flight // 2
             keys: list[str] = []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    for i, (subject, hdr, body) in enumerate(messages):
-                        if len(waiting) >= self.max_in_flight:
-                            await nc._flush_pending()
+            try:
+                for i, (subject, hdr, body) in enumerate(messages):
+                    if len(waiting) >= self.max_in_flight:
+                        await nc._flush_pending()
+                        while len(waiting) > half:  # until acks have made room
                             self._room.clear()
-                            await self._room.wait()
-                        if not nc.is_connected or nc.is_closed:
-                            break  # not sent: left as NoAck for the caller to retry
-                        self._counter += 1
-                        reply = f"{self._prefix}{self._counter}"
-                        keys.append(reply)
-                        waiting[reply] = (batch, i)
-                        hlen = len(hdr)
-                        await send(
-                            b"HPUB %s %s %d %d\r\n%s%s\r\n"
-                            % (subject.encode(), reply.encode(), hlen, hlen + len(body), hdr, body)
-                        )
-                        if i % _CHUNK == _CHUNK - 1:
-                            await nc._flush_pending()
-                    unsent = len(messages) - len(keys)
-                    batch.remaining -= unsent
-                    await nc._flush_pending()
-                    if batch.remaining > 0:
-                        await batch.done.wait()
-            for reply in keys:  # forget what was not acked in time
-                waiting.pop(reply, None)
-            if len(waiting) <= self.max_in_flight // 2:
-                self._room.set()
+                            if not await _wait(self._room, deadline):
+                                break
+                    if loop.time() >= deadline or not nc.is_connected or nc.is_closed:
+                        break  # not sent: left as NoAck for the caller to retry
+                    hlen = len(hdr)
+                    size = hlen + len(body)
+                    if size > nc.max_payload:
+                        continue  # the single-append path raises the client's clear error
+                    self._counter += 1
+                    reply = f"{self._prefix}{self._counter}"
+                    keys.append(reply)
+                    waiting[reply] = (batch, i)
+                    await send(
+                        b"HPUB %s %s %d %d\r\n%s%s\r\n"
+                        % (subject.encode(), reply.encode(), hlen, size, hdr, body)
+                    )
+                    if i % _CHUNK == _CHUNK - 1:
+                        await nc._flush_pending()
+                batch.remaining -= len(messages) - len(keys)
+                await nc._flush_pending()
+                if batch.remaining > 0:
+                    await _wait(batch.done, deadline)
+            finally:
+                for reply in keys:  # forget what was not acked (in time)
+                    waiting.pop(reply, None)
+                if len(waiting) <= half:
+                    self._room.set()
             return batch.outcomes
+
+
+async def _wait(event: asyncio.Event, deadline: float) -> bool:
+    """Wait for ``event`` until the loop time ``deadline``; whether it was set.
+
+    Each wait has its own timeout: nats-py's flush swallows a cancellation, so one timeout
+    around the whole batch could be lost and leave the batch waiting for ever."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -437,6 +437,8 @@ class Subscriber:
         due: dict[ServiceKey, datetime | None] = {}
         later: dict[ServiceKey, datetime | None] = {}
         wake_at = float("inf")
+        if len(self._previous) > 4096:  # only recent ones matter
+            self._previous = {k: t for k, t in self._previous.items() if now - t < burst_quiet}
         for key, since in self.dirty.items():
             at = due_at(
                 self._first[key], self._last[key], quiet, burst_quiet, cap, key in self._churning

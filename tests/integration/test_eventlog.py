@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import msgspec
+import nats.errors
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -302,3 +303,23 @@ async def test_a_refused_append_in_a_batch_raises_the_clear_error(log: eventlog.
         )
     assert info.value.actual == 1
     assert await log.last_sequence(other) == 2  # the valid append in the batch landed
+
+
+async def test_an_oversized_event_in_a_batch_is_refused_by_the_client_and_the_rest_lands(
+    log: eventlog.EventLog,
+) -> None:
+    huge = ev.ExportUpserted(
+        cluster="a",
+        namespace="ns",
+        name="huge",
+        uid="u",
+        created=T0,
+        exported_annotations={"blob": "x" * (log.nc.max_payload + 10)},
+    )
+    small = eventlog.Append(subjects.export(log.clusterset, "a", "ns", "ok"), export("a", "ok"), 0)
+    with pytest.raises(nats.errors.MaxPayloadError):
+        await log.append_many(
+            [small, eventlog.Append(subjects.export(log.clusterset, "a", "ns", "huge"), huge, 0)]
+        )
+    assert log.nc.is_connected  # the server never saw it, so it did not close the connection
+    assert await log.last_sequence(small.subject) == 1

@@ -1,0 +1,91 @@
+"""The informer's bookkeeping of our own writes, event by event (no API server needed: the
+watch loop feeds ``_set`` and ``_report``, which these tests call in the orders a real watch
+can deliver). The same behaviour against a real apiserver: tests/integration/test_informer.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from engine import kube
+
+CM = kube.Resource("", "v1", "configmaps", "ConfigMap")
+
+
+def obj(rv: int, value: str, uid: str = "u1") -> kube.Obj:
+    return {
+        "metadata": {"namespace": "ns", "name": "c", "resourceVersion": str(rv), "uid": uid},
+        "data": {"v": value},
+    }
+
+
+def informer() -> tuple[kube.Informer, list[tuple[Any, Any]]]:
+    seen: list[tuple[Any, Any]] = []
+
+    def on_change(old: kube.Obj | None, new: kube.Obj | None) -> None:
+        seen.append((old and old["data"]["v"], new and new["data"]["v"]))
+
+    return kube.Informer(cast(kube.Kube, None), CM, on_change), seen
+
+
+def deleted(inf: kube.Informer) -> None:
+    """What the watch loop does with a DELETED event."""
+    old = inf.cache.pop(("ns", "c"), None)
+    if old is not None:
+        inf._report(("ns", "c"), old, None)
+
+
+def test_the_echo_of_our_write_is_not_reported_whether_it_comes_before_or_after() -> None:
+    inf, seen = informer()
+    inf._set(obj(1, "theirs"))
+    with inf.writing("ns", "c"):
+        inf._set(obj(2, "ours"))  # the watch event first
+        inf.observe(obj(2, "ours"))  # then the API's answer
+    with inf.writing("ns", "c"):
+        inf.observe(obj(3, "ours again"))
+    inf._set(obj(3, "ours again"))  # the watch event after
+    assert seen == [(None, "theirs")]
+    assert inf.get("ns", "c")["data"]["v"] == "ours again"  # type: ignore[index]
+
+
+def test_a_newer_change_by_someone_else_during_our_write_is_reported() -> None:
+    inf, seen = informer()
+    inf._set(obj(1, "theirs"))
+    with inf.writing("ns", "c"):
+        inf._set(obj(2, "ours"))
+        inf._set(obj(3, "someone else"))
+        inf.observe(obj(2, "ours"))
+    assert seen == [(None, "theirs"), ("ours", "someone else")]
+
+
+def test_a_failed_write_reports_what_was_held() -> None:
+    inf, seen = informer()
+    try:
+        with inf.writing("ns", "c"):
+            inf._set(obj(1, "theirs"))
+            raise kube.KubeError(409, "conflict")
+    except kube.KubeError:
+        pass
+    assert seen == [(None, "theirs")]
+
+
+def test_our_delete_is_not_reported_but_a_recreation_meanwhile_is_kept_and_reported() -> None:
+    inf, seen = informer()
+    inf._set(obj(1, "ours"))
+    with inf.writing("ns", "c"):
+        deleted(inf)  # the DELETED event of our delete
+        inf._set(obj(5, "recreated", uid="u2"))  # someone creates it again at once
+        inf.forget("ns", "c")  # our delete returns
+    assert seen == [(None, "ours"), (None, "recreated")]
+    assert inf.get("ns", "c")["data"]["v"] == "recreated"  # type: ignore[index]
+    deleted(inf)  # and when they delete it, that is reported too
+    assert seen[-1] == ("recreated", None)
+
+
+def test_a_nested_write_of_the_same_object_loses_nothing() -> None:
+    inf, seen = informer()
+    with inf.writing("ns", "c"):
+        with inf.writing("ns", "c"):
+            inf._set(obj(4, "someone else"))
+        inf.observe(obj(3, "ours"))
+    assert seen == [(None, "someone else")]
