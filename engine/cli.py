@@ -246,6 +246,20 @@ def subscriber(
             "keep: they stay."
         ),
     ] = "withdraw",
+    quiet_seconds: Annotated[
+        float,
+        typer.Option(
+            help="A changed service is reconciled once its events pause this long (seconds)."
+        ),
+    ] = 0.05,
+    burst_quiet_seconds: Annotated[
+        float,
+        typer.Option(help="The pause that ends a burst of changes to one service (seconds)."),
+    ] = 0.25,
+    max_delay_seconds: Annotated[
+        float,
+        typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
+    ] = 1.0,
     log_format: LogFormatOpt = "auto",
     log_level: LogLevelOpt = "info",
 ) -> None:
@@ -255,12 +269,19 @@ def subscriber(
 
     if staleness_policy not in ("withdraw", "keep"):
         raise typer.BadParameter("--staleness-policy must be withdraw or keep")
+    if not 0 <= quiet_seconds <= burst_quiet_seconds <= max_delay_seconds:
+        raise typer.BadParameter(
+            "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
+        )
     _logging(log_format, log_level)
     settings = SubscriberSettings(
         inventory_namespace=inventory_namespace,
         lease_namespace=lease_namespace,
         lease_seconds=lease,
         staleness_policy=staleness_policy,  # type: ignore[arg-type]
+        quiet_seconds=quiet_seconds,
+        burst_quiet_seconds=burst_quiet_seconds,
+        max_delay_seconds=max_delay_seconds,
     )
     _run(
         _serve(

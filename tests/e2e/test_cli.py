@@ -25,6 +25,17 @@ def test_help_lists_every_command() -> None:
         assert command in out
 
 
+def test_the_subscriber_refuses_coalescing_settings_out_of_order() -> None:
+    proc = subprocess.run(
+        [*MCSYNC, "subscriber", "--quiet-seconds", "2", "--max-delay-seconds", "1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--quiet-seconds" in proc.stderr
+
+
 def test_the_demo_converges_and_exits_zero_with_once(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*MCSYNC, "demo", "--once", "--dir", str(tmp_path / "demo")],
