@@ -415,18 +415,22 @@ class EventLog:
             raise
         return int(ack.seq)
 
-    async def _landed(self, subject: str, msg_id: str) -> int | None:
-        """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
+    async def _head(self, subject: str, direct: bool) -> api.RawStreamMsg | None:
+        """The last message on ``subject`` (None when there is none)."""
         try:
-            # Not a direct get: a lagging replica could answer that and miss our append.
-            last = await self.js.get_last_msg(self.stream, subject)
+            return await self.js.get_last_msg(self.stream, subject, direct=direct)
         except nats.js.errors.NotFoundError:
             return None
         except Exception as exc:
             if _transient(exc):
-                raise TransientError(f"reading the head of {subject} failed: {exc!r}") from exc
+                raise TransientError(f"reading the last message of {subject} failed") from exc
             raise
-        if last.headers and last.headers.get("Nats-Msg-Id") == msg_id:
+
+    async def _landed(self, subject: str, msg_id: str) -> int | None:
+        """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
+        # Not a direct get: a lagging replica could answer that and miss our append.
+        last = await self._head(subject, direct=False)
+        if last is not None and last.headers and last.headers.get("Nats-Msg-Id") == msg_id:
             return int(last.seq or 0)
         return None
 
@@ -467,25 +471,17 @@ class EventLog:
 
     async def last_sequence(self, subject: str) -> int:
         """The sequence of the last message on ``subject`` (0 when there is none)."""
-        try:
-            msg = await self.js.get_last_msg(self.stream, subject, direct=True)
-        except nats.js.errors.NotFoundError:
-            return 0
-        return int(msg.seq or 0)
+        msg = await self._head(subject, direct=True)
+        return 0 if msg is None else int(msg.seq or 0)
 
     async def read_last(self, subject: str) -> Envelope | None:
         """The last message on ``subject`` (wildcards allowed), decoded; None if there is none.
 
         Raises :class:`DecodeError` when that message is not a valid event.
         """
-        try:
-            msg = await self.js.get_last_msg(self.stream, subject, direct=True)
-        except nats.js.errors.NotFoundError:
+        msg = await self._head(subject, direct=True)
+        if msg is None:
             return None
-        except Exception as exc:
-            if _transient(exc):
-                raise TransientError(f"reading the last message of {subject} failed") from exc
-            raise
         return decode_message(
             msg.subject or subject,
             int(msg.seq or 0),
