@@ -428,8 +428,10 @@ class EventLog:
 
     async def _landed(self, subject: str, msg_id: str) -> int | None:
         """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
-        # Not a direct get: a lagging replica could answer that and miss our append.
-        last = await self._head(subject, direct=False)
+        # A direct get: cluster users may not use the stream's message-get API. On a replicated
+        # stream a lagging replica could miss our append; that reports a conflict, which the
+        # caller resolves by reading again, never a lost or doubled event.
+        last = await self._head(subject, direct=True)
         if last is not None and last.headers and last.headers.get("Nats-Msg-Id") == msg_id:
             return int(last.seq or 0)
         return None

@@ -295,7 +295,8 @@ async def test_two_live_publishers_for_one_cluster_id_are_reported_and_one_stops
     await eventually(lambda: cs["cluster-2"].kube.get(kube.SERVICE_IMPORTS, namespace, "hello"))
     me = members.members["cluster-1"]
     assert me.publisher is not None
-    writes_before = members.members["cluster-2"].k8s.writes
+    # The import is visible before its last writes (status, slices, spec.ips): let them land.
+    writes_before = await _settled(members.members["cluster-2"].k8s)
     # Another process heartbeats as cluster-1 (it skipped the start-up check, e.g. both
     # started at the same moment). Its instance id sorts after ours: it is the one to stop,
     # so ours keeps publishing and reports the duplicate.
@@ -324,6 +325,16 @@ async def test_two_live_publishers_for_one_cluster_id_are_reported_and_one_stops
         await eventually(lambda: _not_flagged(cs), timeout=LEASE + 5)
     finally:
         await nc.close()
+
+
+async def _settled(k: kube.Kube, for_seconds: float = 1.5) -> int:
+    """The client's write count once it has stayed the same for ``for_seconds``."""
+    for _ in range(20):
+        before = k.writes
+        await asyncio.sleep(for_seconds)
+        if k.writes == before:
+            return before
+    raise AssertionError(f"still writing after {20 * for_seconds} s")
 
 
 async def _not_flagged(cs: ClusterSet) -> bool:
