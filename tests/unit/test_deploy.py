@@ -270,10 +270,26 @@ def test_a_deployment_runs_one_hardened_replica(get: Any) -> None:
             "--lease-namespace=",
             "--staleness-lease=",
             "--staleness-policy=",
+            "--quiet-seconds=",
+            "--burst-quiet-seconds=",
+            "--max-delay-seconds=",
         ],
     }[component]
     for prefix in extra:
         assert any(a.startswith(prefix) for a in container["args"]), prefix
+
+
+@pytest.mark.parametrize("get", all_deployments())
+def test_every_argument_is_an_option_of_the_command_it_runs(get: Any) -> None:
+    from typer.main import get_command
+
+    from engine.cli import app
+
+    (container,) = get()["spec"]["template"]["spec"]["containers"]
+    command = get_command(app).commands[container["args"][0]]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for arg in container["args"][1:]:
+        assert arg.split("=", 1)[0] in options, arg
 
 
 @pytest.mark.parametrize("get", all_deployments())
