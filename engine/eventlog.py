@@ -44,7 +44,7 @@ from engine import events as ev
 from engine import logs, subjects
 from engine.errors import ConfigError, ConflictError, DecodeError, TransientError
 from engine.fold import Envelope
-from engine.pipeline import Pipeline
+from engine.pipeline import NoAck, Pipeline
 
 log = logs.get("mcsync.eventlog")
 
@@ -451,6 +451,15 @@ class EventLog:
         time_text = _ce_time(now)
         frames = [self._frame(a, now, time_text) for a in items]
         outcomes = await self._pipeline.publish(frames, ack_timeout + len(items) / 1000)
+        unacked = [i for i, o in enumerate(outcomes) if isinstance(o, NoAck)]
+        if unacked and await self._connected(ack_timeout):
+            # No ack at all (the connection dropped, or the deadline passed): send those again
+            # in bulk. What had landed comes back refused and is recognised one by one below.
+            again = await self._pipeline.publish(
+                [frames[i] for i in unacked], ack_timeout + len(unacked) / 1000
+            )
+            for i, outcome in zip(unacked, again, strict=True):
+                outcomes[i] = outcome
         seqs: list[int] = []
         for a, outcome in zip(items, outcomes, strict=True):
             if type(outcome) is int:
@@ -459,6 +468,16 @@ class EventLog:
             body, headers = self._prepare(a, now)
             seqs.append(await self._retry_one(a, body, headers))
         return seqs
+
+    async def _connected(self, within: float) -> bool:
+        """Whether the connection is up, waiting at most ``within`` seconds for a reconnect."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while not self.nc.is_connected:
+            if self.nc.is_closed or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def _retry_one(self, a: Append, body: bytes, headers: dict[str, str]) -> int:
         async for attempt in AsyncRetrying(

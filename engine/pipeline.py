@@ -23,6 +23,7 @@ is pinned in ``pyproject.toml`` and the frame layout is checked by a test agains
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Final
 
@@ -35,6 +36,8 @@ HEADER_LINE: Final = b"NATS/1.0\r\n"
 _CRLF: Final = b"\r\n"
 # Queue this many frames before kicking the flusher (nats-py kicks it on every publish).
 _CHUNK: Final = 256
+# How often a wait for acks looks at the connection.
+_POLL: Final = 0.25
 
 
 def header_block(headers: dict[str, str]) -> bytes:
@@ -146,7 +149,7 @@ class Pipeline:
                         await nc._flush_pending()
                         while len(waiting) > half:  # until acks have made room
                             self._room.clear()
-                            if not await _wait(self._room, deadline):
+                            if not await _wait(self._room, deadline, nc):
                                 break
                     if loop.time() >= deadline or not nc.is_connected or nc.is_closed:
                         break  # not sent: left as NoAck for the caller to retry
@@ -167,7 +170,7 @@ class Pipeline:
                 batch.remaining -= len(messages) - len(keys)
                 await nc._flush_pending()
                 if batch.remaining > 0:
-                    await _wait(batch.done, deadline)
+                    await _wait(batch.done, deadline, nc)
             finally:
                 for reply in keys:  # forget what was not acked (in time)
                     waiting.pop(reply, None)
@@ -176,14 +179,17 @@ class Pipeline:
             return batch.outcomes
 
 
-async def _wait(event: asyncio.Event, deadline: float) -> bool:
-    """Wait for ``event`` until the loop time ``deadline``; whether it was set.
+async def _wait(event: asyncio.Event, deadline: float, nc: NATS) -> bool:
+    """Wait for ``event`` until the loop time ``deadline``; whether it was set. Give up early
+    when the connection drops: the acks of what was sent before it are lost with it.
 
     Each wait has its own timeout: nats-py's flush swallows a cancellation, so one timeout
     around the whole batch could be lost and leave the batch waiting for ever."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            await event.wait()
-    except TimeoutError:
-        return False
+    loop = asyncio.get_running_loop()
+    while not event.is_set():
+        if loop.time() >= deadline or not nc.is_connected:
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(min(deadline, loop.time() + _POLL)):
+                await event.wait()
     return True

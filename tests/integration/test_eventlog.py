@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 import nats.errors
@@ -323,3 +324,33 @@ async def test_an_oversized_event_in_a_batch_is_refused_by_the_client_and_the_re
         )
     assert log.nc.is_connected  # the server never saw it, so it did not close the connection
     assert await log.last_sequence(small.subject) == 1
+
+
+async def test_a_bulk_append_across_a_server_restart_lands_every_event_once(
+    clusterset_name: str, tmp_path: Path
+) -> None:
+    async with NatsServer(store_dir=tmp_path / "nats") as server:
+        nc = await eventlog.connect(server.url)
+        try:
+            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
+            await log.ensure()
+            n = 20_000
+            items = [
+                eventlog.Append(
+                    subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
+                )
+                for i in range(n)
+            ]
+            bulk = asyncio.create_task(log.append_many(items, ack_timeout=5.0))
+            await asyncio.sleep(0.1)  # part of the batch is out, part is acked
+            assert not bulk.done()
+            await server.restart()
+            seqs = await asyncio.wait_for(bulk, 120)
+            info = await log.js.stream_info(log.stream)
+            assert info.state.messages == n  # nothing lost, nothing twice
+            assert sorted(seqs) == list(range(1, n + 1))
+            for i in (0, n // 2, n - 1):
+                stored = await log.js.get_msg(log.stream, seqs[i])
+                assert stored.subject == items[i].subject
+        finally:
+            await nc.close()
