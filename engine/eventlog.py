@@ -440,10 +440,11 @@ class EventLog:
         """Append many events fast; every ack is awaited with a timeout.
 
         The appends go out pipelined (:class:`~engine.pipeline.Pipeline`, at most 4000 awaiting
-        their ack) under one deadline for the whole batch. An append that is refused, or not
-        acked in time, is retried one by one with the single-append path, which either gets the
-        sequence (a deduplicated earlier success included) or raises the clear error (e.g.
-        :class:`ConflictError`). Nothing is dropped silently.
+        their ack) under one deadline for the whole batch. What got no ack at all (a dropped
+        connection, the deadline) is sent once more in bulk when the connection is up. An
+        append still refused or unacked then goes through the single-append path, which either
+        gets the sequence (an earlier success that landed included) or raises the clear error
+        (e.g. :class:`ConflictError`). Nothing is dropped silently.
         """
         if not items:
             return []
@@ -676,14 +677,7 @@ class Follower:
             await asyncio.gather(*self._pending_dlq, return_exceptions=True)
 
     async def _on_msg(self, msg: Msg) -> None:
-        # _position's common case inline: this runs once per event followed.
-        tokens = (msg.reply or "").split(".")
-        if len(tokens) == 9 and tokens[1] == "ACK" and tokens[0] == "$JS":
-            seq = int(tokens[5])
-            time = datetime.fromtimestamp(int(tokens[7]) / 1e9, UTC)
-            pending = int(tokens[8])
-        else:
-            seq, time, pending = _position(msg)
+        seq, time, pending = _position(msg)
         try:
             env = decode_message(msg.subject, seq, time, msg.headers, msg.data)
         except DecodeError as exc:

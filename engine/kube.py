@@ -443,6 +443,24 @@ class Informer:
                 return
         self.cache.pop(k, None)
 
+    async def apply(self, obj: Obj, subresource: str | None = None) -> Obj:
+        """Server-side apply ``obj`` with this informer's client and record the API's answer.
+        Like every write through the informer, it is not reported to ``on_change``, nor is its
+        watch event (see :meth:`writing`)."""
+        meta = obj["metadata"]
+        with self.writing(str(meta.get("namespace", "")), meta["name"]):
+            result = await self.kube.apply(self.res, obj, subresource=subresource)
+            self.observe(result)
+        return result
+
+    async def delete(self, namespace: str, name: str) -> bool:
+        """Delete an object with this informer's client and drop it from the cache, unreported;
+        False if it was already gone."""
+        with self.writing(namespace, name):
+            existed = await self.kube.delete(self.res, namespace, name)
+            self.forget(namespace, name)
+        return existed
+
     def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
         held = self._held.get(k)
         if held is not None:

@@ -6,7 +6,7 @@ that strips, checks with a regular expression, translates and encodes each heade
 appends in bulk (a publisher's bootstrap, a relist) and every message carries the same eight
 headers, so :class:`Pipeline` does that work once per batch instead:
 
-* the caller hands over the header block already encoded (:func:`header_block`); the HPUB
+* the caller hands over the header block already encoded (``EventLog._frame``); the HPUB
   frame is built here, byte for byte what nats-py would send for the same headers (a unit test
   compares the two);
 * each message's reply subject is ``<inbox>.<n>``; one subscription collects the acks into the
@@ -32,17 +32,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-HEADER_LINE: Final = b"NATS/1.0\r\n"
-_CRLF: Final = b"\r\n"
 # Queue this many frames before kicking the flusher (nats-py kicks it on every publish).
 _CHUNK: Final = 256
 # How often a wait for acks looks at the connection.
 _POLL: Final = 0.25
-
-
-def header_block(headers: dict[str, str]) -> bytes:
-    """The NATS header block for ``headers`` (names and values must already be valid)."""
-    return b"".join([HEADER_LINE, *(f"{k}: {v}\r\n".encode() for k, v in headers.items()), _CRLF])
 
 
 class ApiError(msgspec.Struct, frozen=True, gc=False):

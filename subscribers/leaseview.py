@@ -116,14 +116,11 @@ class LeaseView:
             # A release drops holderIdentity and the times: server-side apply removes the fields
             # this manager stops setting.
             try:
-                with self.informer.writing(self.namespace, oname):
-                    self.informer.observe(await self.k8s.apply(kube.LEASES, want))
+                await self.informer.apply(want)
             except PermanentError as exc:
                 log.error("lease_view.apply_refused", lease=name, error=str(exc)[:300])
                 continue
             self.metrics.writes.labels(self.cluster, "Lease", "apply").inc()
         for (ns, oname), _ in list(self.informer.cache.items()):
             if ns == self.namespace and oname not in names:
-                with self.informer.writing(ns, oname):
-                    await self.k8s.delete(kube.LEASES, ns, oname)
-                    self.informer.forget(ns, oname)
+                await self.informer.delete(ns, oname)

@@ -82,9 +82,7 @@ class ProfileSync:
         for (ns, name), _ in list(self.informer.cache.items()):
             if ns == self.namespace and name not in desired:
                 try:
-                    with self.informer.writing(ns, name):
-                        await self.k8s.delete(kube.CLUSTER_PROFILES, ns, name)
-                        self.informer.forget(ns, name)
+                    await self.informer.delete(ns, name)
                 except PermanentError as exc:
                     self._log.error("profile.delete_refused", name=name, error=str(exc)[:200])
                     continue
@@ -92,9 +90,7 @@ class ProfileSync:
 
     async def _apply(self, obj: dict[str, Any], sub: str | None) -> kube.Obj | None:
         try:
-            with self.informer.writing(self.namespace, obj["metadata"]["name"]):
-                result = await self.k8s.apply(kube.CLUSTER_PROFILES, obj, subresource=sub)
-                self.informer.observe(result)
+            result = await self.informer.apply(obj, subresource=sub)
         except TransientError:
             raise
         except PermanentError as exc:

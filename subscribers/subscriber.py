@@ -39,13 +39,6 @@ log = logs.get("mcsync.subscriber")
 
 ServiceKey = tuple[str, str]
 
-_RESOURCE: dict[plan.Kind, kube.Resource] = {
-    "ServiceImport": kube.SERVICE_IMPORTS,
-    "ServiceImportStatus": kube.SERVICE_IMPORTS,
-    "Service": kube.SERVICES,
-    "EndpointSlice": kube.ENDPOINT_SLICES,
-    "ServiceExportStatus": kube.SERVICE_EXPORTS,
-}
 # Apply order within one service: the derived Service first (its ClusterIP feeds the import).
 _ORDER: dict[plan.Kind, int] = {
     "Service": 0,
@@ -357,21 +350,16 @@ class Subscriber:
         self.reconciles += 1
 
     async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
-        res = _RESOURCE[kind]
         sub = "status" if kind.endswith("Status") else None
-        informer = self._informer(kind)
-        meta = obj["metadata"]
         try:
-            with informer.writing(meta.get("namespace", ""), meta["name"]):
-                async for attempt in AsyncRetrying(
-                    retry=retry_if_exception_type(TransientError),
-                    stop=stop_after_delay(self.settings.retry_for),
-                    wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
-                    reraise=True,
-                ):
-                    with attempt:
-                        result = await self.k8s.apply(res, obj, subresource=sub)
-                informer.observe(result)
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientError),
+                stop=stop_after_delay(self.settings.retry_for),
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._informer(kind).apply(obj, subresource=sub)
         except PermanentError as exc:
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
@@ -400,11 +388,8 @@ class Subscriber:
                 if mine and (kind, ns, oname) not in desired:
                     doomed.append((kind, oname))
         for kind, oname in doomed:
-            informer = self._informer(kind)
             try:
-                with informer.writing(ns, oname):
-                    await self.k8s.delete(_RESOURCE[kind], ns, oname)
-                    informer.forget(ns, oname)
+                await self._informer(kind).delete(ns, oname)
             except TransientError as exc:
                 self._log.warning("delete.failed", kind=kind, name=oname, error=str(exc)[:200])
                 self._mark(key)
