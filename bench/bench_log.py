@@ -4,7 +4,8 @@
     against raw nats-py ``js.publish_async`` + ``publish_async_completed()`` of the same payload
     bytes, on fresh streams of the same configuration, alternating in the same run.
 (b) ``Follower`` + ``fold.apply`` over N pre-appended events against a raw nats-py ordered
-    consumer whose callback only counts, on the same stream.
+    consumer whose callback only counts, on the same stream; beside them, for the breakdown,
+    the Follower's inline delivery with a handler that only counts.
 (c) ``fold.apply`` over an in-memory list of envelopes.
 
 Events are realistic (ExportUpserted with three ports, SliceUpserted with ten endpoints), one
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 import _common as c
 from nats.js import api
 
-from engine import eventlog, runtime, subjects
+from engine import delivery, eventlog, runtime, subjects
 from engine import events as ev
 from engine import fold as folding
 from engine.natsserver import NatsServer
@@ -189,6 +190,39 @@ async def follow_raw(log: eventlog.EventLog, n: int) -> Clock:
     return clock
 
 
+async def follow_inline(log: eventlog.EventLog, n: int) -> Clock:
+    """The delivery the Follower uses (``engine.delivery.inline``), the handler only counting:
+    what reading costs before any decoding or folding."""
+    done = asyncio.Event()
+    seen = 0
+
+    def handler(
+        subject: str, seq: int, time_ns: int, pending: int, block: bytes | None, data: bytes
+    ) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    async def cb(msg) -> None:
+        raise AssertionError("a stream message went through nats-py's callback")
+
+    cfg = api.ConsumerConfig(
+        filter_subjects=[subjects.all_subjects(log.clusterset)],
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
+    clock = Clock()
+    sub = await log.js.subscribe(
+        "", stream=log.stream, config=cfg, cb=cb, ordered_consumer=True, idle_heartbeat=1.0
+    )
+    delivery.inline(sub, handler, cb)
+    await asyncio.wait_for(done.wait(), 600)
+    clock.stop()
+    delivery.remove(sub)
+    await sub.unsubscribe()
+    return clock
+
+
 def fold_alone(envs: list[folding.Envelope]) -> tuple[float, float]:
     """Events per second of wall time and per second of CPU time."""
     gc.collect()  # start clean: a full collection of the large heap would land in the timing
@@ -225,6 +259,15 @@ def per_event_costs(envs: list[folding.Envelope]) -> list[tuple[str, float]]:
         eventlog._ce_encode(a.subject)
         eventlog._ce_encode(f"/mcsync/bench/{a.event.cluster}")
     out.append(("  of which _ce_encode (2 per event)", time.process_time() - t0))
+    blocks = [
+        b"NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()).encode() + b"\r\n"
+        for _, h in prepared
+    ]
+    gc.collect()
+    t0 = time.process_time()
+    for block in blocks:
+        eventlog.parse_headers(block)
+    out.append(("eventlog.parse_headers (the follower's header block)", time.process_time() - t0))
     gc.collect()
     t0 = time.process_time()
     for e, (body, headers) in zip(sample, prepared, strict=True):
@@ -286,6 +329,7 @@ async def main() -> None:
     mine = Series("(a) EventLog.append_many")
     fr = Series("(b) raw ordered consumer, counting")
     fm = Series("(b) Follower + fold.apply")
+    fi = Series("(b) inline delivery, counting")
     async with NatsServer() as server:
         nc = await eventlog.connect(server.url, name="bench-log")
         try:
@@ -304,9 +348,11 @@ async def main() -> None:
             for r in range(reps):
                 fr.add(await follow_raw(log, stored), stored)
                 fm.add(await follow_mcsync(log, stored), stored)
+                fi.add(await follow_inline(log, stored), stored)
                 print(
                     f"  (b) rep {r + 1}: raw ordered consumer {fr.rate[-1]:,.0f}/s, "
-                    f"Follower+fold {fm.rate[-1]:,.0f}/s",
+                    f"Follower+fold {fm.rate[-1]:,.0f}/s, inline delivery alone "
+                    f"{fi.rate[-1]:,.0f}/s",
                     flush=True,
                 )
         finally:
@@ -343,6 +389,7 @@ async def main() -> None:
                 row(mine, raw, ">= 0.7x", ra >= 0.7),
                 row(fr, None),
                 row(fm, fr, ">= 0.6x", rb >= 0.6),
+                row(fi, fr),
                 [
                     "(c) fold.apply in memory (per CPU second)",
                     fold_rate,

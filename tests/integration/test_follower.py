@@ -1,0 +1,260 @@
+"""The follower's inline delivery on a real nats-server: order, gaps, restarts, flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nats.aio.msg import Msg
+from nats.js import api
+
+from engine import delivery, eventlog, subjects
+from engine import events as ev
+from engine.fold import Envelope
+from engine.natsserver import NatsServer
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
+    nc = await eventlog.connect(nats_server.url)
+    lg = eventlog.EventLog(nc, clusterset_name)
+    await lg.ensure()
+    yield lg
+    await nc.drain()
+
+
+def export(cluster: str, name: str, port: int = 80) -> ev.ExportUpserted:
+    return ev.ExportUpserted(
+        cluster=cluster,
+        namespace="ns",
+        name=name,
+        uid=f"uid-{cluster}-{name}",
+        created=T0,
+        ports=(ev.Port(port=port, name="http"),),
+    )
+
+
+async def append(log: eventlog.EventLog, first: int, count: int, cluster: str = "a") -> None:
+    """``count`` events on subjects of their own (no expected-sequence bookkeeping needed)."""
+    await log.append_many(
+        [
+            eventlog.Append(
+                subjects.export(log.clusterset, cluster, "ns", f"s{i}"), export(cluster, f"s{i}")
+            )
+            for i in range(first, first + count)
+        ]
+    )
+
+
+class Seen:
+    """Stream sequences handed to ``on_event``, in the order they came."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+
+    def __call__(self, env: Envelope) -> None:
+        self.seqs.append(env.seq)
+
+    async def reach(self, seq: int, timeout: float = 20) -> None:
+        await until(lambda: bool(self.seqs) and self.seqs[-1] >= seq, timeout)
+
+
+async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: eventlog.EventLog) -> None:
+    await append(log, 0, 300)
+    seen = Seen()
+    f = eventlog.Follower(log, "x", seen, start_seq=1)
+    await f.start()
+    try:
+        await seen.reach(300)
+        assert f._sub is not None
+        # Nothing went through nats-py's queue and callback task.
+        assert f._sub._sub._pending_queue.qsize() == 0
+        await append(log, 300, 200)
+        await seen.reach(500)
+        assert seen.seqs == list(range(1, 501))
+    finally:
+        await f.stop()
+
+
+async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_event_handed_over(
+    log: eventlog.EventLog,
+) -> None:
+    await append(log, 0, 50)
+    seen = Seen()
+    f = eventlog.Follower(log, "x", seen, start_seq=1)
+    await f.start()
+    try:
+        await seen.reach(50)
+        assert f._sub is not None
+        sub, jsi = f._sub._sub, f._sub._sub._jsi
+        assert jsi is not None
+        consumer = f._sub._consumer
+        # A message whose consumer sequence skips ahead, as when a message was lost on the way.
+        reply = f"$JS.ACK.{log.stream}.{consumer}.1.999.{jsi._dseq + 5}.1.0".encode()
+        subject = subjects.export(log.clusterset, "a", "ns", "s0").encode()
+        await log.nc._process_msg(sub._id, subject, reply, b"{}", None)
+        await until(lambda: f._sub is not None and f._sub._consumer != consumer, 10)
+        await append(log, 50, 50)
+        await seen.reach(100)
+        assert seen.seqs == list(range(1, 101))  # the forged one dropped; nothing lost or repeated
+        assert f.dead_letters == 0
+    finally:
+        await f.stop()
+
+
+async def test_a_follower_resumes_after_a_nats_server_restart_without_loss_or_repeats(
+    clusterset_name: str, tmp_path: Path
+) -> None:
+    async with NatsServer(store_dir=tmp_path / "nats") as server:
+        nc = await eventlog.connect(server.url)
+        try:
+            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
+            await log.ensure()
+            await append(log, 0, 100)
+            seen = Seen()
+            f = eventlog.Follower(log, "x", seen, start_seq=1, idle_heartbeat=0.5)
+            await f.start()
+            await seen.reach(100)
+            await server.restart()
+            await append(log, 100, 100)
+            await seen.reach(200, timeout=30)
+            assert seen.seqs == list(range(1, 201))
+            await f.stop()
+        finally:
+            await nc.close()
+
+
+async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
+    log: eventlog.EventLog,
+) -> None:
+    n = 20_000
+    await append(log, 0, n)
+    seen = Seen()
+    f = eventlog.Follower(log, "x", seen, start_seq=1)
+    await f.start()
+    assert f._sub is not None
+    d = delivery._dispatch(log.nc, create=False)
+    assert d is not None
+    flow_control: list[bytes] = []
+    original = d.original
+
+    async def counting(
+        sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+    ) -> None:
+        if headers and b"FlowControl" in headers:
+            flow_control.append(reply)
+        await original(sid, subject, reply, data, headers)
+
+    d.original = counting
+    try:
+        await seen.reach(n, timeout=60)
+        assert seen.seqs == list(range(1, n + 1))
+        assert flow_control, "the server asked for flow control and was answered"
+    finally:
+        d.original = original
+        await f.stop()
+
+
+async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
+    log: eventlog.EventLog,
+) -> None:
+    await append(log, 0, 20)
+    seen = Seen()
+
+    def on_event(env: Envelope) -> None:
+        seen(env)
+        if env.seq == 5:
+            raise RuntimeError("a bug in the consumer")
+
+    f = eventlog.Follower(log, "x", on_event, start_seq=1)
+    await f.start()
+    try:
+        await seen.reach(20)
+        assert seen.seqs == list(range(1, 21))
+        assert log.nc.is_connected
+    finally:
+        await f.stop()
+
+
+async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_client(
+    log: eventlog.EventLog,
+) -> None:
+    await append(log, 0, 10, cluster="a")
+    await append(log, 0, 10, cluster="b")
+    only_a, only_b = Seen(), Seen()
+    fa = eventlog.Follower(
+        log, "x", only_a, filter_subjects=[subjects.cluster_subjects(log.clusterset, "a")]
+    )
+    fb = eventlog.Follower(
+        log, "y", only_b, filter_subjects=[subjects.cluster_subjects(log.clusterset, "b")]
+    )
+    await fa.start()
+    await fb.start()
+    await asyncio.wait_for(asyncio.gather(fa.caught_up.wait(), fb.caught_up.wait()), 10)
+    assert len(only_a.seqs) == len(only_b.seqs) == 10
+    await fa.stop()
+    await append(log, 10, 1, cluster="b")
+    await only_b.reach(21)
+    assert "_process_msg" in vars(log.nc)
+    await fb.stop()
+    assert "_process_msg" not in vars(log.nc)  # nats-py's own method again
+    assert len(only_a.seqs) == 10
+
+
+async def test_messages_queued_by_nats_py_before_inline_delivery_are_handed_over_first(
+    log: eventlog.EventLog,
+) -> None:
+    await append(log, 0, 40)
+    order: list[tuple[str, int]] = []
+
+    async def cb(msg: Msg) -> None:
+        raise AssertionError("the callback task was stopped")
+
+    cfg = api.ConsumerConfig(
+        filter_subjects=[subjects.all_subjects(log.clusterset)],
+        deliver_policy=api.DeliverPolicy.ALL,
+    )
+    psub = await log.js.subscribe(
+        "", stream=log.stream, config=cfg, cb=cb, ordered_consumer=True, idle_heartbeat=1.0
+    )
+    try:
+        # Stop nats-py's callback task: what arrives now waits in its queue.
+        task = psub._sub._wait_for_msgs_task
+        assert task is not None
+        task.cancel()
+        queue = psub._sub._pending_queue
+        await until(lambda: queue.qsize() >= 40, 10)
+
+        def handler(
+            subject: str, seq: int, time_ns: int, pending: int, block: bytes | None, data: bytes
+        ) -> None:
+            assert block is not None and b"ce-type" in block
+            order.append(("inline", seq))
+
+        delivery.inline(
+            psub, handler, lambda msg: order.append(("queued", msg.metadata.sequence.stream))
+        )
+        assert queue.qsize() == 0 and psub._sub._pending_size == 0
+        await append(log, 40, 10)
+        await until(lambda: len(order) >= 50, 10)
+        assert [seq for _, seq in order] == list(range(1, 51))
+        assert {how for how, seq in order if seq <= 40} == {"queued"}
+        assert {how for how, seq in order if seq > 40} == {"inline"}
+    finally:
+        delivery.remove(psub)
+        await psub.unsubscribe()
