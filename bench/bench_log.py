@@ -166,15 +166,21 @@ async def follow_mcsync(log: eventlog.EventLog, n: int) -> Clock:
     return clock
 
 
-async def follow_raw(log: eventlog.EventLog, n: int) -> Clock:
+async def follow_counting(log: eventlog.EventLog, n: int, inline: bool = False) -> Clock:
+    """An ordered consumer that only counts: nats-py's callback (the raw baseline), or with
+    ``inline`` the delivery the Follower uses (``engine.delivery``), which shows what reading
+    costs before any decoding or folding."""
     done = asyncio.Event()
     seen = 0
 
-    async def cb(msg) -> None:
+    def count(*_: object) -> None:
         nonlocal seen
         seen += 1
         if seen >= n:
             done.set()
+
+    async def cb(msg) -> None:
+        count()
 
     cfg = api.ConsumerConfig(
         filter_subjects=[subjects.all_subjects(log.clusterset)],
@@ -184,38 +190,8 @@ async def follow_raw(log: eventlog.EventLog, n: int) -> Clock:
     sub = await log.js.subscribe(
         "", stream=log.stream, config=cfg, cb=cb, ordered_consumer=True, idle_heartbeat=1.0
     )
-    await asyncio.wait_for(done.wait(), 600)
-    clock.stop()
-    await sub.unsubscribe()
-    return clock
-
-
-async def follow_inline(log: eventlog.EventLog, n: int) -> Clock:
-    """The delivery the Follower uses (``engine.delivery.inline``), the handler only counting:
-    what reading costs before any decoding or folding."""
-    done = asyncio.Event()
-    seen = 0
-
-    def handler(
-        subject: str, seq: int, time_ns: int, pending: int, block: bytes | None, data: bytes
-    ) -> None:
-        nonlocal seen
-        seen += 1
-        if seen >= n:
-            done.set()
-
-    async def cb(msg) -> None:
-        raise AssertionError("a stream message went through nats-py's callback")
-
-    cfg = api.ConsumerConfig(
-        filter_subjects=[subjects.all_subjects(log.clusterset)],
-        deliver_policy=api.DeliverPolicy.ALL,
-    )
-    clock = Clock()
-    sub = await log.js.subscribe(
-        "", stream=log.stream, config=cfg, cb=cb, ordered_consumer=True, idle_heartbeat=1.0
-    )
-    delivery.inline(sub, handler, cb)
+    if inline:
+        delivery.inline(sub, count, count)
     await asyncio.wait_for(done.wait(), 600)
     clock.stop()
     delivery.remove(sub)
@@ -346,9 +322,9 @@ async def main() -> None:
                 )
             log, stored = await prefill(nc, "follow", n)
             for r in range(reps):
-                fr.add(await follow_raw(log, stored), stored)
+                fr.add(await follow_counting(log, stored), stored)
                 fm.add(await follow_mcsync(log, stored), stored)
-                fi.add(await follow_inline(log, stored), stored)
+                fi.add(await follow_counting(log, stored, inline=True), stored)
                 print(
                     f"  (b) rep {r + 1}: raw ordered consumer {fr.rate[-1]:,.0f}/s, "
                     f"Follower+fold {fm.rate[-1]:,.0f}/s, inline delivery alone "

@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from engine import identity, kube, runner
+from engine import eventlog, identity, kube, runner
+from engine.natsserver import NatsServer
 from tests.conftest import ClusterSet
 
 T = TypeVar("T")
@@ -29,6 +31,35 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
+    """A log of the test's own clusterset on the shared nats-server."""
+    nc = await eventlog.connect(nats_server.url)
+    lg = eventlog.EventLog(nc, clusterset_name)
+    await lg.ensure()
+    yield lg
+    await nc.drain()
+
+
+class Restartable(NamedTuple):
+    server: NatsServer
+    log: eventlog.EventLog
+
+
+@pytest.fixture
+async def restartable(clusterset_name: str, tmp_path: Path) -> AsyncIterator[Restartable]:
+    """A nats-server of the test's own whose store survives ``restart()``, and a log on it whose
+    appends retry for up to a minute."""
+    async with NatsServer(store_dir=tmp_path / "nats") as server:
+        nc = await eventlog.connect(server.url)
+        try:
+            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
+            await log.ensure()
+            yield Restartable(server, log)
+        finally:
+            await nc.close()
 
 
 async def holds(

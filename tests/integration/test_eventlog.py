@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import nats.errors
@@ -17,19 +15,11 @@ from engine import eventlog, fold, pipeline, subjects
 from engine import events as ev
 from engine.errors import ConflictError
 from engine.natsserver import NatsServer
+from tests.integration.conftest import Restartable
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
-    nc = await eventlog.connect(nats_server.url)
-    lg = eventlog.EventLog(nc, clusterset_name)
-    await lg.ensure()
-    yield lg
-    await nc.drain()
 
 
 def export(cluster: str, name: str = "web", port: int = 80) -> ev.ExportUpserted:
@@ -327,30 +317,24 @@ async def test_an_oversized_event_in_a_batch_is_refused_by_the_client_and_the_re
 
 
 async def test_a_bulk_append_across_a_server_restart_lands_every_event_once(
-    clusterset_name: str, tmp_path: Path
+    restartable: Restartable,
 ) -> None:
-    async with NatsServer(store_dir=tmp_path / "nats") as server:
-        nc = await eventlog.connect(server.url)
-        try:
-            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
-            await log.ensure()
-            n = 20_000
-            items = [
-                eventlog.Append(
-                    subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
-                )
-                for i in range(n)
-            ]
-            bulk = asyncio.create_task(log.append_many(items, ack_timeout=5.0))
-            await asyncio.sleep(0.1)  # part of the batch is out, part is acked
-            assert not bulk.done()
-            await server.restart()
-            seqs = await asyncio.wait_for(bulk, 120)
-            info = await log.js.stream_info(log.stream)
-            assert info.state.messages == n  # nothing lost, nothing twice
-            assert sorted(seqs) == list(range(1, n + 1))
-            for i in (0, n // 2, n - 1):
-                stored = await log.js.get_msg(log.stream, seqs[i])
-                assert stored.subject == items[i].subject
-        finally:
-            await nc.close()
+    server, log = restartable
+    n = 20_000
+    items = [
+        eventlog.Append(
+            subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
+        )
+        for i in range(n)
+    ]
+    bulk = asyncio.create_task(log.append_many(items, ack_timeout=5.0))
+    await asyncio.sleep(0.1)  # part of the batch is out, part is acked
+    assert not bulk.done()
+    await server.restart()
+    seqs = await asyncio.wait_for(bulk, 120)
+    info = await log.js.stream_info(log.stream)
+    assert info.state.messages == n  # nothing lost, nothing twice
+    assert sorted(seqs) == list(range(1, n + 1))
+    for i in (0, n // 2, n - 1):
+        stored = await log.js.get_msg(log.stream, seqs[i])
+        assert stored.subject == items[i].subject

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.msg import Msg
@@ -15,7 +16,7 @@ from nats.js import api
 from engine import delivery, eventlog, subjects
 from engine import events as ev
 from engine.fold import Envelope
-from engine.natsserver import NatsServer
+from tests.integration.conftest import Restartable
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +28,6 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout}s"
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
-    nc = await eventlog.connect(nats_server.url)
-    lg = eventlog.EventLog(nc, clusterset_name)
-    await lg.ensure()
-    yield lg
-    await nc.drain()
 
 
 def export(cluster: str, name: str, port: int = 80) -> ev.ExportUpserted:
@@ -74,12 +66,24 @@ class Seen:
         await until(lambda: bool(self.seqs) and self.seqs[-1] >= seq, timeout)
 
 
+@contextlib.asynccontextmanager
+async def following(
+    log: eventlog.EventLog, on_event: Callable[[Envelope], None], **kw: Any
+) -> AsyncIterator[eventlog.Follower]:
+    """A started follower from the log's first event (unless ``kw`` says otherwise)."""
+    kw.setdefault("start_seq", 1)
+    f = eventlog.Follower(log, "x", on_event, **kw)
+    await f.start()
+    try:
+        yield f
+    finally:
+        await f.stop()
+
+
 async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: eventlog.EventLog) -> None:
     await append(log, 0, 300)
     seen = Seen()
-    f = eventlog.Follower(log, "x", seen, start_seq=1)
-    await f.start()
-    try:
+    async with following(log, seen) as f:
         await seen.reach(300)
         assert f._sub is not None
         # Nothing went through nats-py's queue and callback task.
@@ -87,8 +91,6 @@ async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: eventlog.Ev
         await append(log, 300, 200)
         await seen.reach(500)
         assert seen.seqs == list(range(1, 501))
-    finally:
-        await f.stop()
 
 
 async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_event_handed_over(
@@ -96,9 +98,7 @@ async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_e
 ) -> None:
     await append(log, 0, 50)
     seen = Seen()
-    f = eventlog.Follower(log, "x", seen, start_seq=1)
-    await f.start()
-    try:
+    async with following(log, seen) as f:
         await seen.reach(50)
         assert f._sub is not None
         sub, jsi = f._sub._sub, f._sub._sub._jsi
@@ -113,30 +113,20 @@ async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_e
         await seen.reach(100)
         assert seen.seqs == list(range(1, 101))  # the forged one dropped; nothing lost or repeated
         assert f.dead_letters == 0
-    finally:
-        await f.stop()
 
 
 async def test_a_follower_resumes_after_a_nats_server_restart_without_loss_or_repeats(
-    clusterset_name: str, tmp_path: Path
+    restartable: Restartable,
 ) -> None:
-    async with NatsServer(store_dir=tmp_path / "nats") as server:
-        nc = await eventlog.connect(server.url)
-        try:
-            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
-            await log.ensure()
-            await append(log, 0, 100)
-            seen = Seen()
-            f = eventlog.Follower(log, "x", seen, start_seq=1, idle_heartbeat=0.5)
-            await f.start()
-            await seen.reach(100)
-            await server.restart()
-            await append(log, 100, 100)
-            await seen.reach(200, timeout=30)
-            assert seen.seqs == list(range(1, 201))
-            await f.stop()
-        finally:
-            await nc.close()
+    server, log = restartable
+    await append(log, 0, 100)
+    seen = Seen()
+    async with following(log, seen, idle_heartbeat=0.5):
+        await seen.reach(100)
+        await server.restart()
+        await append(log, 100, 100)
+        await seen.reach(200, timeout=30)
+        assert seen.seqs == list(range(1, 201))
 
 
 async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
@@ -145,29 +135,26 @@ async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
     n = 20_000
     await append(log, 0, n)
     seen = Seen()
-    f = eventlog.Follower(log, "x", seen, start_seq=1)
-    await f.start()
-    assert f._sub is not None
-    d = delivery._dispatch(log.nc, create=False)
-    assert d is not None
     flow_control: list[bytes] = []
-    original = d.original
+    async with following(log, seen):
+        d = delivery._dispatch(log.nc, create=False)
+        assert d is not None
+        original = d.original
 
-    async def counting(
-        sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        if headers and b"FlowControl" in headers:
-            flow_control.append(reply)
-        await original(sid, subject, reply, data, headers)
+        async def counting(
+            sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
+        ) -> None:
+            if headers and b"FlowControl" in headers:
+                flow_control.append(reply)
+            await original(sid, subject, reply, data, headers)
 
-    d.original = counting
-    try:
-        await seen.reach(n, timeout=60)
-        assert seen.seqs == list(range(1, n + 1))
-        assert flow_control, "the server asked for flow control and was answered"
-    finally:
-        d.original = original
-        await f.stop()
+        d.original = counting
+        try:
+            await seen.reach(n, timeout=60)
+        finally:
+            d.original = original
+    assert seen.seqs == list(range(1, n + 1))
+    assert flow_control, "the server asked for flow control and was answered"
 
 
 async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
@@ -181,14 +168,10 @@ async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
         if env.seq == 5:
             raise RuntimeError("a bug in the consumer")
 
-    f = eventlog.Follower(log, "x", on_event, start_seq=1)
-    await f.start()
-    try:
+    async with following(log, on_event):
         await seen.reach(20)
         assert seen.seqs == list(range(1, 21))
         assert log.nc.is_connected
-    finally:
-        await f.stop()
 
 
 async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_client(
@@ -197,12 +180,9 @@ async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_cl
     await append(log, 0, 10, cluster="a")
     await append(log, 0, 10, cluster="b")
     only_a, only_b = Seen(), Seen()
-    fa = eventlog.Follower(
-        log, "x", only_a, filter_subjects=[subjects.cluster_subjects(log.clusterset, "a")]
-    )
-    fb = eventlog.Follower(
-        log, "y", only_b, filter_subjects=[subjects.cluster_subjects(log.clusterset, "b")]
-    )
+    a, b = (subjects.cluster_subjects(log.clusterset, c) for c in "ab")
+    fa = eventlog.Follower(log, "x", only_a, filter_subjects=[a])
+    fb = eventlog.Follower(log, "y", only_b, filter_subjects=[b])
     await fa.start()
     await fb.start()
     await asyncio.wait_for(asyncio.gather(fa.caught_up.wait(), fb.caught_up.wait()), 10)
