@@ -14,8 +14,9 @@ conflicts) are logged and counted, not looped on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -349,17 +350,22 @@ class Subscriber:
                 break
         self.reconciles += 1
 
+    async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Run one API write, retrying transient failures with backoff for ``retry_for``."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_delay(self.settings.retry_for),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
+            reraise=True,
+        ):
+            with attempt:
+                await call()
+
     async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
         sub = "status" if kind.endswith("Status") else None
+        informer = self._informer(kind)
         try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(TransientError),
-                stop=stop_after_delay(self.settings.retry_for),
-                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.2),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._informer(kind).apply(obj, subresource=sub)
+            await self._retrying(functools.partial(informer.apply, obj, subresource=sub))
         except PermanentError as exc:
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
@@ -388,9 +394,10 @@ class Subscriber:
                 if mine and (kind, ns, oname) not in desired:
                     doomed.append((kind, oname))
         for kind, oname in doomed:
+            informer = self._informer(kind)
             try:
-                await self._informer(kind).delete(ns, oname)
-            except TransientError as exc:
+                await self._retrying(functools.partial(informer.delete, ns, oname))
+            except TransientError as exc:  # still failing after retry_for: try again later
                 self._log.warning("delete.failed", kind=kind, name=oname, error=str(exc)[:200])
                 self._mark(key)
                 continue
