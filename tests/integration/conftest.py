@@ -19,11 +19,10 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]], timeout: float = 20.0, interval: float = 0.05
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0, interval: float = 0.05
 ) -> T:
     """Poll ``probe`` until it returns a truthy value (returned) or raise after ``timeout``."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = await probe()
         if last:

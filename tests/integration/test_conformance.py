@@ -14,6 +14,7 @@ Cases 17-27 need pods, a data plane or DNS and are not API-level.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -221,7 +222,7 @@ async def test_an_exported_clusterip_service_is_a_clustersetip_import_everywhere
 
     await unexport(cs, "cluster-1", namespace)
     for c in cs.clusters:
-        await eventually(lambda c=c: no_import_in(cs, namespace, [c.name]), IMPORT_TIMEOUT)
+        await eventually(functools.partial(no_import_in, cs, namespace, [c.name]), IMPORT_TIMEOUT)
 
 
 async def test_the_import_has_the_session_affinity_of_the_exported_service(
@@ -329,7 +330,7 @@ async def test_an_exported_headless_service_is_imported_as_headless_everywhere_u
 
     await unexport(cs, "cluster-1", namespace)
     for c in cs.clusters:
-        await eventually(lambda c=c: no_import_in(cs, namespace, [c.name]), IMPORT_TIMEOUT)
+        await eventually(functools.partial(no_import_in, cs, namespace, [c.name]), IMPORT_TIMEOUT)
 
 
 async def test_a_headless_import_gets_no_clusterset_ip(mcsync: Members, namespace: str) -> None:

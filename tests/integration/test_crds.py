@@ -160,7 +160,7 @@ PROFILE_STATUS: Obj = {
 def error_text(exc: ApiException) -> str:
     body = exc.body
     if isinstance(body, bytes):
-        body = body.decode()
+        return body.decode()
     return str(body)
 
 
@@ -258,7 +258,7 @@ async def patch_status(
 ) -> Obj:
     """Merge-patch ``{"status": status}`` through the status subresource."""
     plural = NAMESPACED_KINDS[kind][0]
-    patched: Obj = await api.patch_namespaced_custom_object_status(
+    patched: Obj = await api.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
         MCS, version, namespace, plural, name, {"status": status}, _content_type=MERGE_PATCH
     )
     return patched
@@ -364,8 +364,14 @@ async def test_discovery_lists_the_resource_with_its_scope_short_names_and_categ
     assert f"{plural}/status" in by_name
 
 
+def _text(value: object) -> str:
+    """A value of a ``pytest.param`` that is a string."""
+    assert isinstance(value, str), value
+    return value
+
+
 async def test_every_cluster_serves_every_crd_version(clusterset: Any) -> None:
-    wanted = [(p.values[0], p.values[1], p.values[2]) for p in SERVED]
+    wanted = [(_text(p.values[0]), _text(p.values[1]), _text(p.values[2])) for p in SERVED]
     for cluster in clusterset.clusters:
         api = CustomObjectsApi(cluster.api)
         for group, version, plural in wanted:
@@ -782,7 +788,7 @@ async def test_status_patch_does_not_change_the_spec(
     created = await create_namespaced(api, namespace, kind, version, "obj")
     _, _, _, status, other_spec = NAMESPACED_KINDS[kind]
     body = {"spec": other_spec, "status": status}
-    patched = await api.patch_namespaced_custom_object_status(
+    patched = await api.patch_namespaced_custom_object_status(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
         MCS, version, namespace, NAMESPACED_KINDS[kind][0], "obj", body, _content_type=MERGE_PATCH
     )
     assert patched["status"] == status
@@ -800,7 +806,7 @@ async def test_main_resource_patch_does_not_change_the_status(
         "metadata": {"labels": {"touched": "yes"}},
         "status": {"conditions": [condition("Other", "False", "Ignored")]},
     }
-    patched = await api.patch_namespaced_custom_object(
+    patched = await api.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
         MCS, version, namespace, plural, "obj", body, _content_type=MERGE_PATCH
     )
     assert patched["metadata"]["labels"]["touched"] == "yes"
@@ -846,7 +852,7 @@ async def test_changing_the_cluster_manager_name_is_rejected(
     await create_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "member")
     patch = {"spec": {"clusterManager": {"name": "someone-else"}}}
     await expect_invalid(
-        api.patch_namespaced_custom_object(
+        api.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
             MCS,
             PROFILE_VERSION,
             namespace,
@@ -863,7 +869,7 @@ async def test_changing_the_cluster_manager_name_is_rejected(
 
 async def test_changing_the_display_name_is_allowed(api: CustomObjectsApi, namespace: str) -> None:
     await create_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "member")
-    patched = await api.patch_namespaced_custom_object(
+    patched = await api.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
         MCS,
         PROFILE_VERSION,
         namespace,

@@ -107,7 +107,7 @@ async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_e
         # A message whose consumer sequence skips ahead, as when a message was lost on the way.
         reply = f"$JS.ACK.{log.stream}.{consumer}.1.999.{jsi._dseq + 5}.1.0".encode()
         subject = subjects.export(log.clusterset, "a", "ns", "s0").encode()
-        await log.nc._process_msg(sub._id, subject, reply, b"{}", None)
+        await log.nc._process_msg(sub._id, subject, reply, b"{}", None)  # type: ignore[arg-type]  # nats-py's parser passes None for a message without headers
         await until(lambda: f._sub is not None and f._sub._consumer != consumer, 10)
         await append(log, 50, 50)
         await seen.reach(100)

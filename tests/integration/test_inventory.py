@@ -4,6 +4,7 @@ staleness, leave, duplicate ids, and replay giving the same decisions."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine import eventlog, fold, identity, inventory, kube, mcs, plan
+from engine import eventlog, fold, identity, inventory, kube, mcs, plan, subjects
 from engine import events as ev
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
@@ -43,7 +44,8 @@ async def profile(cs: ClusterSet, where: str, member: str) -> kube.Obj | None:
 async def profiles_everywhere(cs: ClusterSet, member: str) -> list[kube.Obj] | None:
     """The member's profile in every cluster, once each has its status written."""
     got = [await profile(cs, c.name, member) for c in cs.clusters]
-    return got if all(g and g.get("status") for g in got) else None  # type: ignore[return-value]
+    ready = [g for g in got if g and g.get("status")]
+    return ready if len(ready) == len(got) else None
 
 
 async def start_all(members: Members, **kw: object) -> None:
@@ -54,7 +56,7 @@ async def test_every_cluster_gets_a_profile_for_every_member(members: Members) -
     await start_all(members)
     cs = members.cs
     for member in ("cluster-1", "cluster-2", "cluster-3"):
-        profiles = await eventually(lambda m=member: profiles_everywhere(cs, m))
+        profiles = await eventually(functools.partial(profiles_everywhere, cs, member))
         for p in profiles:
             assert p["metadata"]["labels"][inventory.LABEL_CLUSTER_MANAGER] == "mcsync"
             assert p["spec"]["clusterManager"]["name"] == "mcsync"
@@ -303,7 +305,7 @@ async def test_two_live_publishers_for_one_cluster_id_are_reported_and_one_stops
     nc = await eventlog.connect(cs.nats.url)
     try:
         log = eventlog.EventLog(nc, members.clusterset_name)
-        subject = eventlog.subjects.heartbeat(members.clusterset_name, "cluster-1")
+        subject = subjects.heartbeat(members.clusterset_name, "cluster-1")
         for _ in range(3):
             await log.append(
                 eventlog.Append(subject, ev.Heartbeat(cluster="cluster-1", instance="~impostor"))

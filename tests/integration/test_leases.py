@@ -21,7 +21,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, kube, leadership, leases
+from engine import eventlog, kube, leadership, leases, subjects
 from engine.natsserver import NatsCluster, NatsServer
 from tests.conftest import ClusterSet
 from tests.integration.conftest import Members, eventually
@@ -94,14 +94,15 @@ class Campaign:
         log = eventlog.EventLog(nc, self.clusterset, timeout=1.0, retry_for=1.0)
         await log.ensure(eventlog.StreamSettings(replicas=len(self.urls)))
         h = self.history
+
+        def gained(token: int) -> None:
+            h.gained(identity, token)
+
+        def lost(token: int) -> None:
+            h.lost(identity, token, elector.lost_at)
+
         elector = leadership.Elector(
-            log,
-            cluster,
-            self.name,
-            identity,
-            TIMING,
-            on_gained=lambda tok, i=identity: h.gained(i, tok),
-            on_lost=lambda tok, i=identity: h.lost(i, tok, elector.lost_at),
+            log, cluster, self.name, identity, TIMING, on_gained=gained, on_lost=lost
         )
         c = Candidate(identity, cluster, nc, elector, asyncio.create_task(elector.run()))
         self.candidates[identity] = c
@@ -215,7 +216,7 @@ async def test_leases_survive_a_three_node_cluster_losing_a_server(clusterset_na
             await _spawn_six(c)
             await c.wait_holder(timeout=30)
             nc = await nats.connect(cluster.urls)
-            info = await nc.jetstream().stream_info(eventlog.subjects.stream_name(clusterset_name))
+            info = await nc.jetstream().stream_info(subjects.stream_name(clusterset_name))
             await nc.close()
             leader_name = info.cluster.leader if info.cluster else None
             victim = next(s for s in cluster.servers if s.name == leader_name)
@@ -242,7 +243,8 @@ async def test_the_lease_is_visible_as_a_kubernetes_lease_in_every_cluster(
 
     async def views() -> list[kube.Obj] | None:
         got = [await c.kube.get(kube.LEASES, "mcsync-system", "leader") for c in cs.clusters]
-        return got if all(g and (g.get("spec") or {}).get("holderIdentity") for g in got) else None  # type: ignore[misc]
+        held = [g for g in got if g and (g.get("spec") or {}).get("holderIdentity")]
+        return held if len(held) == len(got) else None
 
     got = await eventually(views)
     for lease in got:

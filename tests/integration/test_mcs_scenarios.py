@@ -7,6 +7,7 @@ conformance does not check. Real apiservers, real NATS, real publishers and subs
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
@@ -206,10 +207,10 @@ async def test_deleting_the_exported_service_invalidates_the_export_and_withdraw
         )
 
     for c in cs.clusters:
-        await eventually(lambda c=c: nothing_left(c.name))
+        await eventually(functools.partial(nothing_left, c.name))
     for cluster in ("cluster-1", "cluster-2"):
         await eventually(
-            lambda cluster=cluster: _reason_is(cs, cluster, namespace, "Valid", "NoService")
+            functools.partial(_reason_is, cs, cluster, namespace, "Valid", "NoService")
         )
 
     # The Service comes back: so does the import.

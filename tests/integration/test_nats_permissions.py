@@ -34,6 +34,7 @@ import pytest
 import structlog.testing
 from nats.aio.client import Client as NATS
 from nats.js import api
+from structlog.typing import EventDict
 
 from engine import eventlog, natsconfig, natsserver, procs, subjects
 from engine import events as ev
@@ -46,6 +47,7 @@ pytestmark = pytest.mark.integration
 CLUSTERSET = "perms"
 STREAM = subjects.stream_name(CLUSTERSET)
 DLQ = eventlog.dead_letter_stream(CLUSTERSET)
+Logs = list[EventDict]  # what structlog.testing.capture_logs collects
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEAF_SEED = bytes(range(100, 132))  # the raw seed of leaf a's nkey: test-only
 
@@ -198,7 +200,8 @@ def hub_config() -> natsconfig.Hub:
 
 @pytest.fixture(scope="module")
 async def hub() -> AsyncIterator[HubServer]:
-    async with HubServer(name="mcsync-hub", hub=hub_config()) as server:
+    server = HubServer(name="mcsync-hub", hub=hub_config())
+    async with server:
         nc = await eventlog.connect(server.url, user="admin", password=PASSWORDS["admin"])
         try:
             await eventlog.EventLog(nc, CLUSTERSET).ensure()
@@ -208,7 +211,7 @@ async def hub() -> AsyncIterator[HubServer]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[Logs]:
     """Captured structlog events; afterwards, no password may appear in any of them."""
     with structlog.testing.capture_logs() as captured:
         yield captured
@@ -269,7 +272,7 @@ def fresh_ns() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-async def violation(logs: list[dict[str, Any]], kind: str, subject: str) -> None:
+async def violation(logs: Logs, kind: str, subject: str) -> None:
     """Wait until a connection reported a permissions violation for ``subject``.
 
     ``kind`` is "publish" or "subscription", as in the server's message (which nats-py
@@ -296,7 +299,7 @@ async def messages(log: eventlog.EventLog, stream: str) -> int:
 
 
 async def test_a_cluster_user_checks_the_stream_and_appends_on_its_own_subjects(
-    as_a: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     subject = subjects.export(CLUSTERSET, "a", ns, "web")
@@ -393,7 +396,7 @@ async def test_an_undecodable_message_goes_to_the_clusters_own_dead_letter_subje
 
 
 async def test_a_cluster_cannot_append_on_another_clusters_subject(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     spoof = subjects.export(CLUSTERSET, "b", ns, "x")
@@ -410,7 +413,7 @@ async def test_a_cluster_cannot_append_on_another_clusters_subject(
 
 
 async def test_a_cluster_cannot_write_another_clusters_dead_letters(
-    as_a: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, logs: Logs
 ) -> None:
     other = eventlog.dead_letter_subject(CLUSTERSET, "b")
     with pytest.raises(nats.errors.TimeoutError):
@@ -419,7 +422,7 @@ async def test_a_cluster_cannot_write_another_clusters_dead_letters(
 
 
 async def test_a_cluster_cannot_create_update_delete_or_purge_the_stream(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     await as_a.append(
@@ -452,7 +455,7 @@ async def test_a_cluster_cannot_create_update_delete_or_purge_the_stream(
 
 
 async def test_a_cluster_cannot_subscribe_to_the_log_subjects_directly(
-    as_a: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, logs: Logs
 ) -> None:
     wildcard = subjects.all_subjects(CLUSTERSET)
     await as_a.nc.subscribe(wildcard)
@@ -495,7 +498,7 @@ async def test_a_consumer_cannot_deliver_into_another_clusters_subjects(
 
 
 async def test_a_cluster_follows_a_large_backlog_by_answering_flow_control(
-    as_a: eventlog.EventLog, as_b: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_a: eventlog.EventLog, as_b: eventlog.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     await as_b.append_many(big_backlog("b", ns))
@@ -629,7 +632,7 @@ async def test_the_observer_follows_the_log_but_cannot_publish(
     as_observer: eventlog.EventLog,
     as_b: eventlog.EventLog,
     as_admin: eventlog.EventLog,
-    logs: list[dict[str, Any]],
+    logs: Logs,
 ) -> None:
     ns = fresh_ns()
     subject = subjects.export(CLUSTERSET, "b", ns, "api")
@@ -659,7 +662,7 @@ async def test_the_observer_follows_the_log_but_cannot_publish(
 
 
 async def test_the_admin_provisions_streams_but_writes_no_events(
-    as_admin: eventlog.EventLog, logs: list[dict[str, Any]]
+    as_admin: eventlog.EventLog, logs: Logs
 ) -> None:
     await as_admin.ensure()  # create-or-update is idempotent for the admin
     ns = fresh_ns()
@@ -792,7 +795,8 @@ async def leaf_layout(
     monkeypatch: pytest.MonkeyPatch, extra_users: tuple[natsconfig.User, ...] = ()
 ) -> AsyncIterator[LeafLayout]:
     monkeypatch.setenv("MCSYNC_LEAF_NKEY_SEED", nkey_user_seed(LEAF_SEED))
-    async with HubServer(name="mcsync-hub", hub=hub_config()) as hub:
+    hub = HubServer(name="mcsync-hub", hub=hub_config())
+    async with hub:
         leaf_config = natsconfig.Leaf(
             clusterset=CLUSTERSET,
             cluster="a",
@@ -800,9 +804,8 @@ async def leaf_layout(
             local=natsconfig.bcrypt_password(HASHES["a"]),
             admin=natsconfig.bcrypt_password(HASHES["admin"]),
         )
-        async with LeafServer(
-            name="mcsync-leaf-a", leaf=leaf_config, extra_users=extra_users
-        ) as leaf:
+        leaf = LeafServer(name="mcsync-leaf-a", leaf=leaf_config, extra_users=extra_users)
+        async with leaf:
             await _leaf_connected(hub)
             hub_admin = await connect(hub, "admin")
             leaf_admin = await connect(leaf, "admin")
@@ -858,7 +861,7 @@ async def fill_outbox(layout: LeafLayout, count: int = BACKLOG) -> None:
 
 
 async def test_a_leaf_sources_its_outbox_into_the_hub_and_mirrors_the_hub_back(
-    monkeypatch: pytest.MonkeyPatch, logs: list[dict[str, Any]]
+    monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
     async with leaf_layout(monkeypatch) as layout:
         await fill_outbox(layout)

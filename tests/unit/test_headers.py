@@ -15,7 +15,7 @@ names = st.text(
     min_size=1,
     max_size=20,
 )
-values = st.text(st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=40)
+values = st.text(st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=40)
 padding = st.sampled_from(["", " ", "  ", "\t"])
 
 

@@ -290,7 +290,11 @@ BUILT: list[ev.Event] = [
 ]
 
 
-@pytest.mark.parametrize("event", BUILT, ids=lambda e: ev.tag_of(type(e)))
+def _tag(event: ev.Event) -> str:
+    return ev.tag_of(type(event))
+
+
+@pytest.mark.parametrize("event", BUILT, ids=_tag)
 def test_an_encoded_event_validates_against_its_schema(event: ev.Event) -> None:
     assert validate(ev.encode(event)) == []
 
