@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, TypeVar
 import pytest
 
 from engine import eventlog, identity, kube, runner
+from engine import events as ev
 from engine.natsserver import NatsServer
 from tests.conftest import ClusterSet
 
@@ -40,6 +41,18 @@ async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[ev
     await lg.ensure()
     yield lg
     await nc.drain()
+
+
+def export_event(cluster: str, name: str = "web", port: int = 80) -> ev.ExportUpserted:
+    """A small ExportUpserted of ``ns/<name>`` from ``cluster``."""
+    return ev.ExportUpserted(
+        cluster=cluster,
+        namespace="ns",
+        name=name,
+        uid=f"uid-{cluster}-{name}",
+        created=datetime(2026, 1, 1, tzinfo=UTC),
+        ports=(ev.Port(port=port, name="http"),),
+    )
 
 
 class Restartable(NamedTuple):

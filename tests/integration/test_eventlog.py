@@ -16,21 +16,11 @@ from engine import events as ev
 from engine.errors import ConflictError
 from engine.natsserver import NatsServer
 from tests.integration.conftest import Restartable
+from tests.integration.conftest import export_event as export
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def export(cluster: str, name: str = "web", port: int = 80) -> ev.ExportUpserted:
-    return ev.ExportUpserted(
-        cluster=cluster,
-        namespace="ns",
-        name=name,
-        uid=f"uid-{cluster}-{name}",
-        created=T0,
-        ports=(ev.Port(port=port, name="http"),),
-    )
 
 
 async def test_append_returns_increasing_sequences(log: eventlog.EventLog) -> None:

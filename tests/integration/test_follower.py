@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,13 +13,11 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from engine import delivery, eventlog, subjects
-from engine import events as ev
 from engine.fold import Envelope
 from tests.integration.conftest import Restartable
+from tests.integration.conftest import export_event as export
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
@@ -28,17 +25,6 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"not within {timeout}s"
         await asyncio.sleep(0.02)
-
-
-def export(cluster: str, name: str, port: int = 80) -> ev.ExportUpserted:
-    return ev.ExportUpserted(
-        cluster=cluster,
-        namespace="ns",
-        name=name,
-        uid=f"uid-{cluster}-{name}",
-        created=T0,
-        ports=(ev.Port(port=port, name="http"),),
-    )
 
 
 async def append(log: eventlog.EventLog, first: int, count: int, cluster: str = "a") -> None:
