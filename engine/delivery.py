@@ -14,17 +14,19 @@ sequence, storage time in nanoseconds, messages pending, the header block and th
   consumer sequence, otherwise the consumer is recreated from the last stream sequence handed
   over (nats-py's own reset) and the message is dropped, to come again from the new consumer.
   Heartbeats, the activity check and flow control keep working on the same state.
-* Flow-control and heartbeat messages (status 100 with no body), and anything whose reply is
-  not a JetStream ack subject, go through nats-py as before, to the subscription's callback.
+* Flow-control and heartbeat messages (status 100 with no body) go through nats-py as before.
+  A message whose reply is not a JetStream ack subject cannot be placed in the stream: it is
+  reported to the client's error callback and dropped (nats-py's own path would stop reading
+  the connection on it).
 * The handler runs in the reader: it must be synchronous and quick. A slow handler slows the
   reading of the socket (back pressure) instead of filling a queue until nats-py drops
   messages as a slow consumer. An exception from it goes to the client's error callback and
   the message counts as handed over, as with a callback.
 
 This uses nats-py internals: the client's ``_process_msg`` and ``_subs`` and the ordered
-consumer state ``_jsi`` of a subscription. The supported nats-py range is pinned in
-``pyproject.toml``; the integration tests cover the gap reset, a nats-server restart and flow
-control over a real server.
+consumer state ``_jsi`` of a subscription. ``pyproject.toml`` allows only the nats-py minor
+release this was written against; the integration tests cover the gap reset, a nats-server
+restart and flow control over a real server.
 """
 
 from __future__ import annotations
@@ -64,13 +66,6 @@ class _Dispatch:
         control = not data and headers is not None and headers.startswith(_STATUS_100)
         if handler is None or control:
             return await self.original(sid, subject, reply, data, headers)
-        tokens = reply.split(b".")
-        if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
-            sseq, dseq, ts, pending = tokens[5:9]
-        elif len(tokens) >= 11 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
-            sseq, dseq, ts, pending = tokens[Msg.Ack.StreamSeq : Msg.Ack.NumPending + 1]
-        else:
-            return await self.original(sid, subject, reply, data, headers)
         assert sub is not None
         jsi = sub._jsi
         assert jsi is not None
@@ -79,20 +74,43 @@ class _Dispatch:
         stats["in_bytes"] += len(data)
         sub._received += 1
         jsi._active = True
-        stream_seq = int(sseq)
-        consumer_seq = int(dseq)
+        try:
+            stream_seq, consumer_seq, time_ns, pending, meta = _ack_fields(reply)
+        except ValueError as exc:
+            # Not a stream message of this consumer (nats-py would stop its reader on it).
+            await self.nc._error_cb(exc)
+            return None
         if consumer_seq != jsi._dseq:
             await jsi.reset_ordered_consumer(jsi._sseq + 1)
             return None
         jsi._dseq = consumer_seq + 1
         jsi._sseq = stream_seq
         jsi._fciseq += 1
-        jsi._cmeta = reply.decode()  # read by nats-py's heartbeat check
+        jsi._cmeta = meta  # read by nats-py's heartbeat check
         try:
-            handler(subject.decode(), stream_seq, int(ts), int(pending), headers, data)
+            handler(subject.decode(), stream_seq, time_ns, pending, headers, data)
         except Exception as exc:
             await self.nc._error_cb(exc)
         return None
+
+
+def _ack_fields(reply: bytes) -> tuple[int, int, int, int, str]:
+    """Stream sequence, consumer sequence, storage time (ns), pending, and the reply in the
+    layout nats-py's heartbeat check reads, from a JetStream ack subject; ValueError if the
+    reply is not one."""
+    tokens = reply.split(b".")
+    if len(tokens) == 9 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<time>.<pending>
+        meta = reply.decode()
+    elif len(tokens) >= 11 and tokens[0] == b"$JS" and tokens[1] == b"ACK":
+        # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<time>.
+        # <pending>[.<token>]: nats-py reads the first layout's positions, so it gets that.
+        tokens = [b"$JS", b"ACK", *tokens[4:11]]
+        meta = b".".join(tokens).decode()
+    else:
+        raise ValueError(f"not a JetStream ack subject: {reply[:200]!r}")
+    sseq, dseq, ts, pending = tokens[5:9]
+    return int(sseq), int(dseq), int(ts), int(pending), meta
 
 
 def _dispatch(nc: NATS, create: bool) -> _Dispatch | None:
@@ -119,15 +137,29 @@ def inline(
     sub: Subscription = psub._sub
     if sub._jsi is None or not sub._jsi._ordered:
         raise ValueError("inline delivery is for ordered push subscriptions")
+    nc = psub._conn
     queue: asyncio.Queue[Msg] = sub._pending_queue
     while not queue.empty():
         msg = queue.get_nowait()
         sub._pending_size -= len(msg.data)
         queue.task_done()
-        queued(msg)
-    d = _dispatch(psub._conn, create=True)
+        try:
+            queued(msg)
+        except Exception as exc:  # as a callback's exception: reported, the next one goes on
+            _report(nc, exc)
+    d = _dispatch(nc, create=True)
     assert d is not None
     d.handlers[sub] = handler
+
+
+_reports: set[asyncio.Future[None]] = set()
+
+
+def _report(nc: NATS, exc: Exception) -> None:
+    """Hand an exception to the client's error callback from synchronous code."""
+    future = asyncio.ensure_future(nc._error_cb(exc))
+    _reports.add(future)
+    future.add_done_callback(_reports.discard)
 
 
 def remove(psub: JetStreamContext.PushSubscription) -> None:

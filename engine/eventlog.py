@@ -255,7 +255,7 @@ def parse_headers(block: bytes) -> dict[str, str]:
         name, sep, value = line.partition(":")
         if sep:
             name = name.strip(_OWS)
-            if name.isascii() and len(name.split()) <= 1:  # no whitespace inside
+            if name.isascii() and (name.split() == [name] or not name):  # no whitespace at all
                 out[name] = value.strip(_OWS)
     return out
 
@@ -688,10 +688,14 @@ class Follower:
             ordered_consumer=True,
             idle_heartbeat=self.idle_heartbeat,
         )
-        # Stream messages come straight from the reader from here on; the callback keeps what
-        # nats-py queued before this line and anything it does not recognise as a stream message.
-        delivery.inline(self._sub, self._on_raw, self._take)
-        info = await self._sub.consumer_info()
+        # Stream messages come straight from the reader from here on; what nats-py queued for
+        # the callback before this line is handed over first.
+        try:
+            delivery.inline(self._sub, self._on_raw, self._take)
+            info = await self._sub.consumer_info()
+        except BaseException:
+            await self.stop()
+            raise
         if info.num_pending == 0:
             seq_info = info.delivered
             delivered = int(seq_info.consumer_seq or 0) if seq_info else 0
@@ -732,14 +736,16 @@ class Follower:
         data: bytes,
     ) -> None:
         try:
-            env = decode_message(subject, seq, time, headers, data)
-        except DecodeError as exc:
-            self._bad(subject, seq, data, exc)
-        else:
-            self.on_event(env)
-        self.processed_seq = seq
-        if pending == 0 or (self._target is not None and seq >= self._target):
-            self.caught_up.set()
+            try:
+                env = decode_message(subject, seq, time, headers, data)
+            except DecodeError as exc:
+                self._bad(subject, seq, data, exc)
+            else:
+                self.on_event(env)
+        finally:  # an exception from on_event or on_bad stops neither the reading nor catch-up
+            self.processed_seq = seq
+            if pending == 0 or (self._target is not None and seq >= self._target):
+                self.caught_up.set()
 
     def _bad(self, subject: str, seq: int, data: bytes, error: DecodeError) -> None:
         self.dead_letters += 1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from nats.js import api
 
 from engine import delivery, eventlog, subjects
 from engine.fold import Envelope
+from engine.natsserver import NatsServer
 from tests.integration.conftest import Restartable
 from tests.integration.conftest import export_event as export
 
@@ -151,13 +153,64 @@ async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
 
     def on_event(env: Envelope) -> None:
         seen(env)
-        if env.seq == 5:
+        if env.seq in (5, 20):  # 20: the last event of the catch-up
             raise RuntimeError("a bug in the consumer")
 
-    async with following(log, on_event):
+    async with following(log, on_event) as f:
         await seen.reach(20)
-        assert seen.seqs == list(range(1, 21))
+        await asyncio.wait_for(f.caught_up.wait(), 5)
+        assert f.processed_seq == 20
+        await append(log, 20, 5)
+        await seen.reach(25)
+        assert seen.seqs == list(range(1, 26))
         assert log.nc.is_connected
+
+
+async def test_a_message_that_is_not_a_stream_message_is_dropped_and_reading_goes_on(
+    log: eventlog.EventLog, nats_server: NatsServer
+) -> None:
+    await append(log, 0, 5)
+    seen = Seen()
+    async with following(log, seen) as f:
+        await seen.reach(5)
+        assert f._sub is not None
+        deliver = f._sub._sub._subject
+        other = await eventlog.connect(nats_server.url)
+        try:  # someone publishes on the delivery subject with a reply of their own
+            await other.publish(deliver, b"not an event", reply="not.an.ack")
+            await other.publish(deliver, b"not an event either")
+            await other.flush()
+        finally:
+            await other.close()
+        await append(log, 5, 5)
+        await seen.reach(10)
+        assert seen.seqs == list(range(1, 11))
+        assert f.dead_letters == 0
+
+
+async def test_the_ack_subject_with_a_domain_is_read_and_kept_in_the_layout_nats_py_reads(
+    log: eventlog.EventLog,
+) -> None:
+    await append(log, 0, 5)
+    seen: list[Envelope] = []
+    async with following(log, seen.append) as f:
+        await until(lambda: len(seen) >= 5)
+        assert f._sub is not None
+        sub, jsi = f._sub._sub, f._sub._sub._jsi
+        assert jsi is not None
+        stored = await log.js.get_msg(log.stream, 5)
+        assert stored.headers and stored.data and stored.subject
+        lines = "".join(f"{k}: {v}\r\n" for k, v in stored.headers.items())
+        block = f"NATS/1.0\r\n{lines}\r\n".encode()
+        consumer, dseq, ns = f._sub._consumer, jsi._dseq, 1_767_225_600_123_456_000
+        reply = f"$JS.ACK.hub.ACCHASH.{log.stream}.{consumer}.1.6.{dseq}.{ns}.0.tok".encode()
+        await log.nc._process_msg(sub._id, stored.subject.encode(), reply, stored.data, block)
+        assert [e.seq for e in seen] == [1, 2, 3, 4, 5, 6]
+        assert seen[-1].time == datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+        assert jsi._cmeta == f"$JS.ACK.{log.stream}.{consumer}.1.6.{dseq}.{ns}.0"
+        # nats-py's heartbeat check reads that layout and finds the consumer in step.
+        heartbeat = Msg(log.nc, headers={"Nats-Last-Consumer": str(dseq)})
+        assert await jsi.check_for_sequence_mismatch(heartbeat) is None
 
 
 async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_client(

@@ -9,14 +9,13 @@ from nats.aio.client import Client as NATS
 
 from engine import eventlog
 
-# Header names as NATS clients write them: tokens of printable ASCII without ':'.
+# Header names: any ASCII but ':' and line breaks (clients write tokens of printable ASCII; the
+# rest, control characters and whitespace included, is what a broken or hostile writer sends).
 names = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":"),
-    min_size=1,
-    max_size=20,
+    st.characters(max_codepoint=0x7F, exclude_characters=":\r\n"), min_size=0, max_size=20
 )
 values = st.text(st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=40)
-padding = st.sampled_from(["", " ", "  ", "\t"])
+padding = st.sampled_from(["", " ", "  ", "\t", "\x0b", "\x1c"])
 
 
 async def _nats_py(block: bytes) -> dict[str, str] | None:
@@ -43,6 +42,8 @@ async def test_header_blocks_parse_as_nats_py_parses_them(
         b"NATS/1.0\r\nno colon here\r\nk:v\r\n\r\n",
         b"NATS/1.0\r\nsp ace: v\r\n\xff\xfe: v\r\nk: \xff\r\n\r\n",
         b"NATS/1.0\r\nk: one\r\nk: two\r\nK: three\r\n\r\n",
+        b"NATS/1.0\r\n\x1cfoo: v\r\nk\x1c: v\r\n\x1d: v\r\n: empty name\r\n\r\n",
+        b"NATS/1.0\r\nk\x00: v\r\n\x7fk: v\r\nk: \x1cv\x1c\r\n\r\n",
     ],
 )
 async def test_edge_cases_parse_as_nats_py_parses_them(block: bytes) -> None:
