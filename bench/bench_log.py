@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import gc
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import _common as c
@@ -219,47 +220,41 @@ def per_event_costs(envs: list[folding.Envelope]) -> list[tuple[str, float]]:
     log.clock = lambda: datetime.now(UTC)
     sample = envs[: min(len(envs), 20_000)]
     appends = [eventlog.Append(e.subject, e.event, 0) for e in sample]
-    out = []
-    gc.collect()
-    t0 = time.process_time()
-    prepared = [log._prepare(a) for a in appends]
-    out.append(("EventLog._prepare (encode, id, headers)", time.process_time() - t0))
-    gc.collect()
-    t0 = time.process_time()
-    for a in appends:
-        ev.encode(a.event)
-    out.append(("  of which msgspec encode", time.process_time() - t0))
-    gc.collect()
-    t0 = time.process_time()
-    for a in appends:
-        eventlog._ce_encode(a.subject)
-        eventlog._ce_encode(f"/mcsync/bench/{a.event.cluster}")
-    out.append(("  of which _ce_encode (2 per event)", time.process_time() - t0))
+    out: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def step(name: str) -> Iterator[None]:
+        gc.collect()
+        t0 = time.process_time()
+        yield
+        out.append((name, time.process_time() - t0))
+
+    with step("EventLog._prepare (encode, id, headers)"):
+        prepared = [log._prepare(a) for a in appends]
+    with step("  of which msgspec encode"):
+        for a in appends:
+            ev.encode(a.event)
+    with step("  of which _ce_encode (2 per event)"):
+        for a in appends:
+            eventlog._ce_encode(a.subject)
+            eventlog._ce_encode(f"/mcsync/bench/{a.event.cluster}")
     blocks = [
         b"NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()).encode() + b"\r\n"
         for _, h in prepared
     ]
-    gc.collect()
-    t0 = time.process_time()
-    for block in blocks:
-        eventlog.parse_headers(block)
-    out.append(("eventlog.parse_headers (the follower's header block)", time.process_time() - t0))
-    gc.collect()
-    t0 = time.process_time()
-    for e, (body, headers) in zip(sample, prepared, strict=True):
-        eventlog.decode_message(e.subject, e.seq, e.time, headers, body)
-    out.append(("eventlog.decode_message", time.process_time() - t0))
-    gc.collect()
-    t0 = time.process_time()
-    for e in sample:
-        subjects.parse(e.subject)
-    out.append(("subjects.parse (inside fold.apply)", time.process_time() - t0))
-    gc.collect()
-    t0 = time.process_time()
+    with step("eventlog.parse_headers (the follower's header block)"):
+        for block in blocks:
+            eventlog.parse_headers(block)
+    with step("eventlog.decode_message"):
+        for e, (body, headers) in zip(sample, prepared, strict=True):
+            eventlog.decode_message(e.subject, e.seq, e.time, headers, body)
+    with step("subjects.parse (inside fold.apply)"):
+        for e in sample:
+            subjects.parse(e.subject)
     state = folding.ClusterSetState()
-    for e in sample:
-        folding.apply(state, e)
-    out.append(("fold.apply", time.process_time() - t0))
+    with step("fold.apply"):
+        for e in sample:
+            folding.apply(state, e)
     return [(name, dt / len(sample) * 1e6) for name, dt in out]
 
 

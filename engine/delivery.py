@@ -75,7 +75,7 @@ class _Dispatch:
         sub._received += 1
         jsi._active = True
         try:
-            stream_seq, consumer_seq, time_ns, pending, meta = _ack_fields(reply)
+            stream_seq, consumer_seq, time_ns, pending, meta = ack_fields(reply)
         except ValueError as exc:
             # Not a stream message of this consumer (nats-py would stop its reader on it).
             await self.nc._error_cb(exc)
@@ -94,7 +94,7 @@ class _Dispatch:
         return None
 
 
-def _ack_fields(reply: bytes) -> tuple[int, int, int, int, str]:
+def ack_fields(reply: bytes) -> tuple[int, int, int, int, str]:
     """Stream sequence, consumer sequence, storage time (ns), pending, and the reply in the
     layout nats-py's heartbeat check reads, from a JetStream ack subject; ValueError if the
     reply is not one."""
@@ -113,12 +113,13 @@ def _ack_fields(reply: bytes) -> tuple[int, int, int, int, str]:
     return int(sseq), int(dseq), int(ts), int(pending), meta
 
 
-def _dispatch(nc: NATS, create: bool) -> _Dispatch | None:
+def _installed(nc: NATS) -> _Dispatch | None:
+    """The dispatcher standing in for this client's ``_process_msg``, if there is one."""
     current = getattr(vars(nc).get("_process_msg"), "__self__", None)
-    if isinstance(current, _Dispatch):
-        return current
-    if not create:
-        return None
+    return current if isinstance(current, _Dispatch) else None
+
+
+def _install(nc: NATS) -> _Dispatch:
     d = _Dispatch(nc)
     # An instance attribute shadows the method for this client only.
     vars(nc)["_process_msg"] = d.process
@@ -147,8 +148,7 @@ def inline(
             queued(msg)
         except Exception as exc:  # as a callback's exception: reported, the next one goes on
             _report(nc, exc)
-    d = _dispatch(nc, create=True)
-    assert d is not None
+    d = _installed(nc) or _install(nc)
     d.handlers[sub] = handler
 
 
@@ -165,7 +165,7 @@ def _report(nc: NATS, exc: Exception) -> None:
 def remove(psub: JetStreamContext.PushSubscription) -> None:
     """Stop inline delivery for this subscription; the last one restores the client's own."""
     nc = psub._conn
-    d = _dispatch(nc, create=False)
+    d = _installed(nc)
     if d is None:
         return
     d.handlers.pop(psub._sub, None)

@@ -610,17 +610,12 @@ def _position(msg: Msg) -> tuple[int, datetime, int]:
 
     The same as ``msg.metadata`` without building its objects: this runs once per event read.
     """
-    tokens = (msg.reply or "").split(".")
-    if len(tokens) == 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        seq, ts, pending = tokens[5], tokens[7], tokens[8]
-    elif len(tokens) >= 11 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        seq = tokens[Msg.Ack.StreamSeq]
-        ts = tokens[Msg.Ack.Timestamp]
-        pending = tokens[Msg.Ack.NumPending]
-    else:
+    try:
+        seq, _, ns, pending, _ = delivery.ack_fields((msg.reply or "").encode())
+    except ValueError:
         md = msg.metadata  # raises NotJSMessageError with nats-py's own message
         return md.sequence.stream, md.timestamp, md.num_pending
-    return int(seq), _from_ns(int(ts)), int(pending)
+    return seq, _from_ns(ns), pending
 
 
 def _from_ns(ns: int) -> datetime:

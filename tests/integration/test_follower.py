@@ -125,7 +125,7 @@ async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
     seen = Seen()
     flow_control: list[bytes] = []
     async with following(log, seen):
-        d = delivery._dispatch(log.nc, create=False)
+        d = delivery._installed(log.nc)
         assert d is not None
         original = d.original
 
