@@ -10,9 +10,10 @@ import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from engine import events as ev
-from engine import logs, subjects
-from engine.fold import Envelope
+from engine.core import events as ev
+from engine.core import subjects
+from engine.core.fold import Envelope
+from engine.observe import logs
 
 
 def quiet() -> None:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 import _common as c
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, leadership, leases, runtime, subjects
-from engine import events as ev
-from engine.natsserver import NatsServer
+from engine import jetstream, leadership, runtime
+from engine.core import events as ev
+from engine.core import leases, subjects
+from engine.local.natsserver import NatsServer
 
 SCALED = leases.Timing(duration=1.5, renew_deadline=1.0, renew_interval=0.25, retry_interval=0.05)
 DEFAULT = leases.Timing()
@@ -49,12 +50,12 @@ class Stats:
         self.reads = 0
 
 
-class TimedLog(eventlog.EventLog):
+class TimedLog(jetstream.EventLog):
     """An EventLog that times its appends (by event type) and counts its reads."""
 
     stats: Stats
 
-    async def append(self, a: eventlog.Append) -> int:
+    async def append(self, a: jetstream.Append) -> int:
         t0 = time.perf_counter()
         try:
             seq = await super().append(a)
@@ -114,7 +115,7 @@ class Campaign:
     async def add(self, lease: str, cluster: str) -> Candidate:
         self.serial += 1
         identity = f"{lease}-cand-{self.serial}"
-        nc = await eventlog.connect(self.url, name=identity)
+        nc = await jetstream.connect(self.url, name=identity)
         log = TimedLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
         log.stats = self.stats
         await log.ensure()
@@ -200,7 +201,7 @@ async def failovers(url: str, count: int) -> tuple[list[float], int]:
 async def overhead(url: str, timing: leases.Timing, held: int, window: float) -> dict[str, float]:
     stats = Stats()
     camp = Campaign(url, stats, timing)
-    nc = await eventlog.connect(url, name="bench-observer")
+    nc = await jetstream.connect(url, name="bench-observer")
     js = nc.jetstream()
     stream = subjects.stream_name(CLUSTERSET)
     try:

@@ -28,10 +28,12 @@ from datetime import UTC, datetime
 import _common as c
 from nats.js import api
 
-from engine import delivery, eventlog, runtime, subjects
-from engine import events as ev
-from engine import fold as folding
-from engine.natsserver import NatsServer
+from engine import jetstream, runtime
+from engine.core import events as ev
+from engine.core import fold as folding
+from engine.core import subjects
+from engine.jetstream import delivery, wire
+from engine.local.natsserver import NatsServer
 
 ROUNDS = 4
 
@@ -58,7 +60,7 @@ def _plan(clusterset: str, n: int) -> list[list[tuple[str, ev.Event]]]:
     return [c.keyed_events(clusterset, services, version=r) for r in range(ROUNDS)]
 
 
-async def _fresh(log: eventlog.EventLog) -> None:
+async def _fresh(log: jetstream.EventLog) -> None:
     with contextlib.suppress(Exception):
         await log.js.delete_stream(log.stream)
     await log.ensure()
@@ -66,14 +68,14 @@ async def _fresh(log: eventlog.EventLog) -> None:
 
 async def append_mcsync(nc, clusterset: str, n: int) -> tuple[Clock, int]:
     """Time to append everything with append_many (one call per round), and the count."""
-    log = eventlog.EventLog(nc, clusterset)
+    log = jetstream.EventLog(nc, clusterset)
     await _fresh(log)
     rounds = _plan(clusterset, n)
     last: dict[str, int] = {}
     count = 0
     clock = Clock()
     for items in rounds:
-        appends = [eventlog.Append(s, e, last.get(s, 0)) for s, e in items]
+        appends = [jetstream.Append(s, e, last.get(s, 0)) for s, e in items]
         seqs = await log.append_many(appends)
         for a, seq in zip(appends, seqs, strict=True):
             last[a.subject] = seq
@@ -90,7 +92,7 @@ async def append_raw(
 ) -> tuple[Clock, int]:
     """Time for raw publish_async of the same payload bytes (optionally the same headers,
     computed before the clock starts), awaiting publish_async_completed() after each round."""
-    log = eventlog.EventLog(nc, clusterset)
+    log = jetstream.EventLog(nc, clusterset)
     await _fresh(log)
     js = nc.jetstream(publish_async_max_pending=4000)
     rounds = _plan(clusterset, n)
@@ -102,7 +104,7 @@ async def append_raw(
             if with_headers:
                 # The same headers append_many sends; the id folds in the round so that an
                 # unchanged export is a new message each round, as with append_many.
-                _, headers = log._prepare(eventlog.Append(s, e, r))
+                _, headers = log._prepare(jetstream.Append(s, e, r))
                 headers["Nats-Expected-Last-Subject-Sequence"] = "-"  # filled in below
             row.append((s, ev.encode(e), headers))
         payloads.append(row)
@@ -133,19 +135,19 @@ async def append_raw(
     return clock, count
 
 
-async def prefill(nc, clusterset: str, n: int) -> tuple[eventlog.EventLog, int]:
-    log = eventlog.EventLog(nc, clusterset)
+async def prefill(nc, clusterset: str, n: int) -> tuple[jetstream.EventLog, int]:
+    log = jetstream.EventLog(nc, clusterset)
     await _fresh(log)
     last: dict[str, int] = {}
     for items in _plan(clusterset, n):
-        appends = [eventlog.Append(s, e, last.get(s, 0)) for s, e in items]
+        appends = [jetstream.Append(s, e, last.get(s, 0)) for s, e in items]
         for a, seq in zip(appends, await log.append_many(appends), strict=True):
             last[a.subject] = seq
     info = await log.js.stream_info(log.stream)
     return log, int(info.state.messages)
 
 
-async def follow_mcsync(log: eventlog.EventLog, n: int) -> Clock:
+async def follow_mcsync(log: jetstream.EventLog, n: int) -> Clock:
     state = folding.ClusterSetState()
     done = asyncio.Event()
     seen = 0
@@ -157,7 +159,7 @@ async def follow_mcsync(log: eventlog.EventLog, n: int) -> Clock:
         if seen >= n:
             done.set()
 
-    f = eventlog.Follower(log, "cluster-1", on_event, start_seq=1)
+    f = jetstream.Follower(log, "cluster-1", on_event, start_seq=1)
     clock = Clock()
     await f.start()
     await asyncio.wait_for(done.wait(), 600)
@@ -167,7 +169,7 @@ async def follow_mcsync(log: eventlog.EventLog, n: int) -> Clock:
     return clock
 
 
-async def follow_counting(log: eventlog.EventLog, n: int, inline: bool = False) -> Clock:
+async def follow_counting(log: jetstream.EventLog, n: int, inline: bool = False) -> Clock:
     """An ordered consumer that only counts: nats-py's callback (the raw baseline), or with
     ``inline`` the delivery the Follower uses (``engine.delivery``), which shows what reading
     costs before any decoding or folding."""
@@ -215,11 +217,11 @@ def fold_alone(envs: list[folding.Envelope]) -> tuple[float, float]:
 
 def per_event_costs(envs: list[folding.Envelope]) -> list[tuple[str, float]]:
     """CPU microseconds per event of the pure-Python steps on the append and follow paths."""
-    log = eventlog.EventLog.__new__(eventlog.EventLog)
+    log = jetstream.EventLog.__new__(jetstream.EventLog)
     log.clusterset = "bench"
     log.clock = lambda: datetime.now(UTC)
     sample = envs[: min(len(envs), 20_000)]
-    appends = [eventlog.Append(e.subject, e.event, 0) for e in sample]
+    appends = [jetstream.Append(e.subject, e.event, 0) for e in sample]
     out: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
@@ -234,20 +236,20 @@ def per_event_costs(envs: list[folding.Envelope]) -> list[tuple[str, float]]:
     with step("  of which msgspec encode"):
         for a in appends:
             ev.encode(a.event)
-    with step("  of which _ce_encode (2 per event)"):
+    with step("  of which ce_encode (2 per event)"):
         for a in appends:
-            eventlog._ce_encode(a.subject)
-            eventlog._ce_encode(f"/mcsync/bench/{a.event.cluster}")
+            wire.ce_encode(a.subject)
+            wire.ce_encode(f"/mcsync/bench/{a.event.cluster}")
     blocks = [
         b"NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()).encode() + b"\r\n"
         for _, h in prepared
     ]
-    with step("eventlog.parse_headers (the follower's header block)"):
+    with step("jetstream.parse_headers (the follower's header block)"):
         for block in blocks:
-            eventlog.parse_headers(block)
-    with step("eventlog.decode_message"):
+            jetstream.parse_headers(block)
+    with step("jetstream.decode_message"):
         for e, (body, headers) in zip(sample, prepared, strict=True):
-            eventlog.decode_message(e.subject, e.seq, e.time, headers, body)
+            jetstream.decode_message(e.subject, e.seq, e.time, headers, body)
     with step("subjects.parse (inside fold.apply)"):
         for e in sample:
             subjects.parse(e.subject)
@@ -302,7 +304,7 @@ async def main() -> None:
     fm = Series("(b) Follower + fold.apply")
     fi = Series("(b) inline delivery, counting")
     async with NatsServer() as server:
-        nc = await eventlog.connect(server.url, name="bench-log")
+        nc = await jetstream.connect(server.url, name="bench-log")
         try:
             for r in range(reps):
                 raw.add(*await append_raw(nc, f"rawa{r}", n, with_headers=False))

@@ -33,7 +33,8 @@ from typing import Any
 
 import _common as c
 
-from engine import eventlog, kube, plan, runtime, subjects
+from engine import jetstream, kube, runtime
+from engine.core import plan, subjects
 from engine.localstack import LocalStack
 from subscribers.subscriber import SubscriberSettings
 
@@ -213,7 +214,7 @@ class Bench:
 
     async def start(self) -> None:
         assert self.stack.nats is not None
-        self.nc = await eventlog.connect(self.stack.nats.url, name="bench-propagation")
+        self.nc = await jetstream.connect(self.stack.nats.url, name="bench-propagation")
         for name in self.stack.names:
             await self.stack.kubes[name].create(kube.NAMESPACES, {"metadata": {"name": NS}})
         for w in self.watches:

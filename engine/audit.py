@@ -15,9 +15,10 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from engine import eventlog, fold, mcs, subjects
-from engine import events as ev
-from engine.errors import DecodeError
+from engine import jetstream
+from engine.core import events as ev
+from engine.core import fold, mcs, subjects
+from engine.core.errors import DecodeError
 
 
 @dataclass
@@ -92,6 +93,8 @@ async def run(
     nats_url: str,
     clusterset: str,
     credentials: str | None,
+    user: str | None = None,
+    password: str | None = None,
     since: datetime | None,
     until: datetime | None,
     from_seq: int | None,
@@ -106,9 +109,11 @@ async def run(
     if service is not None:
         ns, _, name = service.partition("/")
         key = (ns, name)
-    nc = await eventlog.connect(nats_url, name="mcsync-replay", credentials=credentials)
+    nc = await jetstream.connect(
+        nats_url, name="mcsync-replay", credentials=credentials, user=user, password=password
+    )
     try:
-        log = eventlog.EventLog(nc, clusterset)
+        log = jetstream.EventLog(nc, clusterset)
         state = fold.ClusterSetState()
         prov = Provenance()
         table = Table(title=f"log of clusterset {clusterset!r}")

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine import __version__, logs, runtime
-from engine.errors import ConfigError, SyncError
+from engine import __version__, options, runtime
+from engine.core.errors import ConfigError, SyncError
+from engine.observe import logs
 
 app = typer.Typer(
     name="mcsync",
@@ -32,42 +33,8 @@ local_app = typer.Typer(help="A whole clusterset on this machine, for trying mcs
 app.add_typer(local_app, name="local")
 console = Console(stderr=True)
 
-ClustersetOpt = Annotated[
-    str | None,
-    typer.Option(
-        envvar="MCSYNC_CLUSTERSET",
-        help="Clusterset name; must match this cluster's clusterset.k8s.io ClusterProperty "
-        "(read from it when omitted).",
-    ),
-]
-NatsUrlOpt = Annotated[
-    str, typer.Option(envvar="MCSYNC_NATS_URL", help="NATS server URL(s), comma-separated.")
-]
-NatsCredsOpt = Annotated[
-    Path | None,
-    typer.Option(envvar="MCSYNC_NATS_CREDS", help="NATS credentials file (JWT + nkey seed)."),
-]
-NatsUserOpt = Annotated[str | None, typer.Option(envvar="MCSYNC_NATS_USER", help="NATS user.")]
-NatsPasswordFileOpt = Annotated[
-    Path | None,
-    typer.Option(envvar="MCSYNC_NATS_PASSWORD_FILE", help="File holding the NATS password."),
-]
-KubeconfigOpt = Annotated[
-    Path | None,
-    typer.Option(envvar="KUBECONFIG", help="kubeconfig file; in-cluster config when omitted."),
-]
-HealthPortOpt = Annotated[
-    int, typer.Option(help="Port of /healthz, /readyz and /metrics (0: any free port).")
-]
-LogFormatOpt = Annotated[str, typer.Option(help="Log format: json, console or auto.")]
 LogLevelOpt = Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")]
-CreateStreamOpt = Annotated[
-    bool,
-    typer.Option(
-        "--create-stream/--no-create-stream",
-        help="Provision the clusterset's stream if missing (needs stream-admin rights).",
-    ),
-]
+ClustersetNameOpt = Annotated[str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")]
 
 
 def _logging(fmt: str, level: str) -> None:
@@ -102,62 +69,47 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> None:
     raise typer.Exit(code or 0)
 
 
-def _password(path: Path | None) -> str | None:
-    return path.read_text().strip() if path is not None else None
-
-
-LeaseOpt = Annotated[
-    float,
-    typer.Option(
-        "--staleness-lease",
-        "--lease",
-        help="Heartbeat lease in seconds: a member silent this long is Unknown and handled by "
-        "the staleness policy (use the same value for every publisher and subscriber).",
-    ),
-]
-
-
 async def _serve(
+    member_opts: options.Member,
+    nats: options.Nats,
     *,
     publish: bool,
     subscribe: bool,
-    clusterset: str | None,
-    nats_url: str,
-    nats_creds: Path | None,
-    nats_user: str | None,
-    nats_password_file: Path | None,
-    kubeconfig: Path | None,
-    health_port: int,
-    create_stream: bool,
     reporter: Any = None,
     subscriber_settings: Any = None,
 ) -> int:
     from engine import identity, kube, runner
-    from engine.health import HealthServer
+    from engine.observe.health import HealthServer
 
-    api = await kube.load_client(kubeconfig)
+    api = await kube.load_client(member_opts.kubeconfig)
     try:
-        me = await identity.read(kube.Kube(api), clusterset)
+        me = await identity.read(kube.Kube(api), member_opts.clusterset)
     finally:
         await api.close()
     log = logs.get("mcsync").bind(cluster=me.cluster, clusterset=me.clusterset)
     member = runner.Member(
         cluster=me.cluster,
         clusterset=me.clusterset,
-        kubeconfig=kubeconfig,
-        nats_url=nats_url,
+        kubeconfig=member_opts.kubeconfig,
+        nats_url=nats.nats_url,
         publish=publish,
         subscribe=subscribe,
-        nats_credentials=str(nats_creds) if nats_creds else None,
-        nats_user=nats_user,
-        nats_password=_password(nats_password_file),
-        create_stream=create_stream,
+        nats_credentials=nats.credentials,
+        nats_user=nats.nats_user,
+        nats_password=nats.password,
+        create_stream=member_opts.create_stream,
     )
     if reporter is not None:
         member.reporter_settings = reporter
     if subscriber_settings is not None:
         member.subscriber_settings = subscriber_settings
-    health = HealthServer(member.metrics.registry, member.alive, member.is_ready, port=health_port)
+    health = HealthServer(
+        member.metrics.registry,
+        member.alive,
+        member.is_ready,
+        port=member_opts.health_port,
+        why_not_ready=member.not_ready_because,
+    )
     port = await health.start()
     log.info("mcsync.starting", publisher=publish, subscriber=subscribe, health_port=port)
     try:
@@ -170,17 +122,12 @@ async def _serve(
 
 
 @app.command()
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
 def publisher(
-    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
-    clusterset: ClustersetOpt = None,
-    nats_creds: NatsCredsOpt = None,
-    nats_user: NatsUserOpt = None,
-    nats_password_file: NatsPasswordFileOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    health_port: HealthPortOpt = 8080,
-    create_stream: CreateStreamOpt = True,
+    member: options.Member,
+    nats: options.Nats,
     heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0,
-    lease: LeaseOpt = 30.0,
     api_server_url: Annotated[
         str | None,
         typer.Option(help="This cluster's API server URL, advertised in ClusterProfiles."),
@@ -188,8 +135,6 @@ def publisher(
     api_server_ca_file: Annotated[
         Path | None, typer.Option(help="PEM file of that API server's CA.")
     ] = None,
-    log_format: LogFormatOpt = "auto",
-    log_level: LogLevelOpt = "info",
 ) -> None:
     """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
     append their events and a heartbeat."""
@@ -197,48 +142,29 @@ def publisher(
 
     from publishers.membership import ReporterSettings
 
-    _logging(log_format, log_level)
+    _logging(member.log_format, member.log_level)
     ca = base64.b64encode(api_server_ca_file.read_bytes()).decode() if api_server_ca_file else None
     reporter = ReporterSettings(
         heartbeat_interval=heartbeat_interval,
-        lease=lease,
+        lease=member.lease,
         api_server_url=api_server_url,
         api_server_ca_data=ca,
     )
-    _run(
-        _serve(
-            publish=True,
-            subscribe=False,
-            clusterset=clusterset,
-            nats_url=nats_url,
-            nats_creds=nats_creds,
-            nats_user=nats_user,
-            nats_password_file=nats_password_file,
-            kubeconfig=kubeconfig,
-            health_port=health_port,
-            create_stream=create_stream,
-            reporter=reporter,
-        )
-    )
+    _run(_serve(member, nats, publish=True, subscribe=False, reporter=reporter))
 
 
 @app.command()
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
 def subscriber(
-    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
-    clusterset: ClustersetOpt = None,
-    nats_creds: NatsCredsOpt = None,
-    nats_user: NatsUserOpt = None,
-    nats_password_file: NatsPasswordFileOpt = None,
-    kubeconfig: KubeconfigOpt = None,
-    health_port: HealthPortOpt = 8080,
-    create_stream: CreateStreamOpt = True,
+    member: options.Member,
+    nats: options.Nats,
     inventory_namespace: Annotated[
         str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
     ] = "mcsync-system",
     lease_namespace: Annotated[
         str, typer.Option(help="Namespace of the Leases that show cross-cluster leases.")
     ] = "mcsync-system",
-    lease: LeaseOpt = 30.0,
     staleness_policy: Annotated[
         str,
         typer.Option(
@@ -260,8 +186,6 @@ def subscriber(
         float,
         typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
     ] = 1.0,
-    log_format: LogFormatOpt = "auto",
-    log_level: LogLevelOpt = "info",
 ) -> None:
     """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
     ClusterProfiles and ServiceExport conditions."""
@@ -273,31 +197,17 @@ def subscriber(
         raise typer.BadParameter(
             "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
         )
-    _logging(log_format, log_level)
+    _logging(member.log_format, member.log_level)
     settings = SubscriberSettings(
         inventory_namespace=inventory_namespace,
         lease_namespace=lease_namespace,
-        lease_seconds=lease,
+        lease_seconds=member.lease,
         staleness_policy=staleness_policy,  # type: ignore[arg-type]
         quiet_seconds=quiet_seconds,
         burst_quiet_seconds=burst_quiet_seconds,
         max_delay_seconds=max_delay_seconds,
     )
-    _run(
-        _serve(
-            publish=False,
-            subscribe=True,
-            clusterset=clusterset,
-            nats_url=nats_url,
-            nats_creds=nats_creds,
-            nats_user=nats_user,
-            nats_password_file=nats_password_file,
-            kubeconfig=kubeconfig,
-            health_port=health_port,
-            create_stream=create_stream,
-            subscriber_settings=settings,
-        )
-    )
+    _run(_serve(member, nats, publish=False, subscribe=True, subscriber_settings=settings))
 
 
 @local_app.command("up")
@@ -360,26 +270,24 @@ def schema(
     check: Annotated[bool, typer.Option(help="Only check the files are current.")] = False,
 ) -> None:
     """Generate the JSON Schemas of the events and the AsyncAPI document of the log."""
-    from engine import schema as schema_mod
+    from engine import contract
 
     if check:
-        stale = schema_mod.check(out)
+        stale = contract.check(out)
         if stale:
             console.print(f"[red]out of date:[/] {', '.join(stale)}; run `mcsync schema`")
             raise typer.Exit(1)
         console.print("schemas are current")
         return
-    for path in schema_mod.write(out):
+    for path in contract.write(out):
         console.print(f"wrote {path}")
 
 
 @app.command()
+@options.grouped("nats", options.Nats)
 def replay(
-    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
-    clusterset: Annotated[
-        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
-    ] = "local",
-    nats_creds: NatsCredsOpt = None,
+    nats: options.Nats,
+    clusterset: ClustersetNameOpt = "local",
     since: Annotated[datetime | None, typer.Option(help="From this time (ISO 8601).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Up to this time (ISO 8601).")] = None,
     from_seq: Annotated[int | None, typer.Option(help="From this stream sequence.")] = None,
@@ -399,9 +307,11 @@ def replay(
 
     _run(
         audit.run(
-            nats_url=nats_url,
+            nats_url=nats.nats_url,
             clusterset=clusterset,
-            credentials=str(nats_creds) if nats_creds else None,
+            credentials=nats.credentials,
+            user=nats.nats_user,
+            password=nats.password,
             since=since,
             until=until,
             from_seq=from_seq,
@@ -420,14 +330,10 @@ app.add_typer(stream_app, name="stream")
 
 
 @stream_app.command("ensure")
+@options.grouped("nats", options.Nats)
 def stream_ensure(
-    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
-    clusterset: Annotated[
-        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
-    ] = "local",
-    nats_creds: NatsCredsOpt = None,
-    nats_user: NatsUserOpt = None,
-    nats_password_file: NatsPasswordFileOpt = None,
+    nats: options.Nats,
+    clusterset: ClustersetNameOpt = "local",
     replicas: Annotated[int, typer.Option(min=1, max=5, help="JetStream replicas.")] = 1,
     max_age: Annotated[
         float, typer.Option(help="Drop events older than this many seconds (0: keep all).")
@@ -437,27 +343,28 @@ def stream_ensure(
     ] = 120,
 ) -> None:
     """Create the clusterset's stream and dead-letter stream, or bring their config up to date."""
-    from engine import eventlog, subjects
+    from engine import jetstream
+    from engine.core import subjects
 
     _logging("console", "warning")
 
     async def ensure() -> int:
-        nc = await eventlog.connect(
-            nats_url,
+        nc = await jetstream.connect(
+            nats.nats_url,
             name="mcsync-admin",
-            credentials=str(nats_creds) if nats_creds else None,
-            user=nats_user,
-            password=_password(nats_password_file),
+            credentials=nats.credentials,
+            user=nats.nats_user,
+            password=nats.password,
         )
         try:
-            await eventlog.EventLog(nc, clusterset).ensure(
-                eventlog.StreamSettings(replicas, max_age, duplicate_window)
+            await jetstream.EventLog(nc, clusterset).ensure(
+                jetstream.StreamSettings(replicas, max_age, duplicate_window)
             )
         finally:
             await nc.close()
         console.print(
             f"stream {subjects.stream_name(clusterset)} and "
-            f"{eventlog.dead_letter_stream(clusterset)} are ready"
+            f"{jetstream.dead_letter_stream(clusterset)} are ready"
         )
         return 0
 
@@ -471,27 +378,32 @@ app.add_typer(lease_app, name="lease")
 @lease_app.command(
     "run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
 )
+@options.grouped("nats", options.Nats)
 def lease_run(
     ctx: typer.Context,
+    nats: options.Nats,
     name: Annotated[str, typer.Argument(help="The lease name (one per clusterset).")],
     identity: Annotated[str, typer.Option(help="This candidate's unique identity.")],
     cluster: Annotated[
         str, typer.Option(envvar="MCSYNC_CLUSTER", help="This cluster's id (its lease subject).")
     ],
-    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
-    clusterset: Annotated[
-        str, typer.Option(envvar="MCSYNC_CLUSTERSET", help="Clusterset.")
-    ] = "local",
-    nats_creds: NatsCredsOpt = None,
+    clusterset: ClustersetNameOpt = "local",
     duration: Annotated[float, typer.Option(help="Lease duration (s).")] = 15.0,
     renew_deadline: Annotated[float, typer.Option(help="Step down if not renewed by (s).")] = 10.0,
     renew_interval: Annotated[float, typer.Option(help="Renew every (s).")] = 2.0,
     grace: Annotated[float, typer.Option(help="SIGTERM-to-SIGKILL grace period (s).")] = 10.0,
-    create_stream: CreateStreamOpt = True,
+    create_stream: Annotated[
+        bool,
+        typer.Option(
+            "--create-stream/--no-create-stream",
+            help="Provision the clusterset's stream if missing (needs stream-admin rights).",
+        ),
+    ] = True,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run CMD (after --) only while holding lease NAME; stop it when leadership is lost."""
-    from engine import leaserun, leases
+    from engine import leaserun
+    from engine.core import leases
 
     command = list(ctx.args)
     if not command:
@@ -503,8 +415,10 @@ def lease_run(
         raise typer.BadParameter(str(exc)) from exc
     _run(
         leaserun.run(
-            nats_url=nats_url,
-            credentials=str(nats_creds) if nats_creds else None,
+            nats_url=nats.nats_url,
+            credentials=nats.credentials,
+            user=nats.nats_user,
+            password=nats.password,
             clusterset=clusterset,
             cluster=cluster,
             name=name,

@@ -22,7 +22,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from engine import eventlog, kube, leadership, leases, plan
+from engine import jetstream, kube, leadership
+from engine.core import leases, plan
 from engine.localstack import LocalStack
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
@@ -306,8 +307,8 @@ async def leases_phase(stack: LocalStack, console: Console) -> dict[str, float]:
 
     candidates: dict[str, tuple[Any, leadership.Elector, asyncio.Task[None]]] = {}
     for name in stack.names:
-        nc = await eventlog.connect(stack.nats.url, name=f"demo-{name}")
-        log = eventlog.EventLog(nc, stack.clusterset, timeout=1.0, retry_for=1.0)
+        nc = await jetstream.connect(stack.nats.url, name=f"demo-{name}")
+        log = jetstream.EventLog(nc, stack.clusterset, timeout=1.0, retry_for=1.0)
         ident = f"controller@{name}"
         e = leadership.Elector(
             log, name, "demo-leader", ident, timing,

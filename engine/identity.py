@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import kube, subjects
-from engine.errors import ConfigError
+from engine import kube
+from engine.core import subjects
+from engine.core.errors import ConfigError
 
 CLUSTER_ID_PROPERTY = "cluster.clusterset.k8s.io"
 CLUSTERSET_PROPERTY = "clusterset.k8s.io"

@@ -19,9 +19,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from engine import eventlog, leases, logs, subjects
-from engine import events as ev
-from engine.errors import ConflictError, DecodeError, TransientError
+from engine import jetstream
+from engine.core import events as ev
+from engine.core import leases, subjects
+from engine.core.errors import ConflictError, DecodeError, TransientError
+from engine.observe import logs
 
 log = logs.get("mcsync.leadership")
 
@@ -50,7 +52,7 @@ class Elector:
 
     def __init__(
         self,
-        log_: eventlog.EventLog,
+        log_: jetstream.EventLog,
         cluster: str,
         name: str,
         identity: str,
@@ -109,7 +111,7 @@ class Elector:
         bound = max(0.05, min(self.log.timeout, self._remaining() or self.log.timeout))
         async with asyncio.timeout(bound):
             return await self.log.append(
-                eventlog.Append(self.subject, event, expected, expected_subject=self.scope)
+                jetstream.Append(self.subject, event, expected, expected_subject=self.scope)
             )
 
     def _remaining(self) -> float | None:
@@ -230,7 +232,7 @@ class Elector:
         try:
             async with asyncio.timeout(self.log.timeout):
                 await self.log.append(
-                    eventlog.Append(
+                    jetstream.Append(
                         self.subject, event, self.observed.seq, expected_subject=self.scope
                     )
                 )

@@ -12,7 +12,9 @@ import contextlib
 import os
 import signal
 
-from engine import eventlog, leadership, leases, logs
+from engine import jetstream, leadership
+from engine.core import leases
+from engine.observe import logs
 
 log = logs.get("mcsync.leaserun")
 
@@ -21,6 +23,8 @@ async def run(
     *,
     nats_url: str,
     credentials: str | None,
+    user: str | None = None,
+    password: str | None = None,
     clusterset: str,
     cluster: str,
     name: str,
@@ -30,8 +34,14 @@ async def run(
     grace: float,
     create_stream: bool = True,
 ) -> int:
-    nc = await eventlog.connect(nats_url, name=f"mcsync-lease-{identity}", credentials=credentials)
-    elog = eventlog.EventLog(nc, clusterset)
+    nc = await jetstream.connect(
+        nats_url,
+        name=f"mcsync-lease-{identity}",
+        credentials=credentials,
+        user=user,
+        password=password,
+    )
+    elog = jetstream.EventLog(nc, clusterset)
     if create_stream:
         await elog.ensure()
     else:
@@ -81,4 +91,4 @@ async def run(
             await task
         if child is not None and child.returncode is None:
             await stop_child(elector.token or 0)
-        await eventlog.close(nc)
+        await jetstream.close(nc)

@@ -15,8 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from engine import controlplane, identity, kube, runner
-from engine.natsserver import NatsServer
+from engine import identity, kube, runner
+from engine.local import controlplane
+from engine.local.natsserver import NatsServer
 
 
 @dataclass

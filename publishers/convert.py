@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from engine import events as ev
-from engine import plan
+from engine.core import events as ev
+from engine.core import plan
 
 Obj = dict[str, Any]
 

@@ -27,11 +27,13 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from engine import eventlog, identity, kube, logs, subjects
-from engine import events as ev
-from engine.errors import ConfigError
-from engine.fold import Envelope
-from engine.metrics import Metrics
+from engine import identity, jetstream, kube
+from engine.core import events as ev
+from engine.core import evolution, subjects
+from engine.core.errors import ConfigError, DecodeError, TransientError
+from engine.core.fold import Envelope
+from engine.observe import logs
+from engine.observe.metrics import Metrics
 
 log = logs.get("mcsync.membership")
 
@@ -54,7 +56,7 @@ class ReporterSettings:
 @dataclass
 class MembershipReporter:
     k8s: kube.Kube
-    log: eventlog.EventLog
+    log: jetstream.EventLog
     cluster: str
     instance: str
     settings: ReporterSettings = field(default_factory=ReporterSettings)
@@ -125,12 +127,13 @@ class MembershipReporter:
             kubernetes_version=self.version,
             access_providers=access,
             observed=self.clock(),
+            reads=evolution.READS,
         )
 
     def _same(self, a: ev.Event | None, b: ev.Event) -> bool:
         """Equal apart from the observation time (a re-read of unchanged properties)."""
         if isinstance(a, ev.ClusterJoined) and isinstance(b, ev.ClusterJoined):
-            keys = ("clusterset", "properties", "kubernetes_version", "access_providers")
+            keys = ("clusterset", "properties", "kubernetes_version", "access_providers", "reads")
             return all(getattr(a, k) == getattr(b, k) for k in keys)
         return type(a) is type(b) and a == b
 
@@ -143,14 +146,18 @@ class MembershipReporter:
         if leaving and not isinstance(self.published, ev.ClusterJoined):
             self.member = False
             return False  # never joined (or already left): nothing to say
-        was = self.member
-        self.member = not leaving
-        if leaving and self.on_leave is not None:
-            await self.on_leave()
+        # What the log says decides whether this is a join, so a retry after a failed append
+        # (NATS away) joins or leaves exactly as the first try would have.
+        was = isinstance(self.published, ev.ClusterJoined)
+        if leaving:
+            self.member = False  # the publisher's tombstones need it first
+            if self.on_leave is not None:
+                await self.on_leave()
         self.published_seq = await self.log.append(
-            eventlog.Append(self.cluster_subject, want, self.published_seq)
+            jetstream.Append(self.cluster_subject, want, self.published_seq)
         )
         self.published = want
+        self.member = not leaving
         self._log.info("membership", change=ev.tag_of(type(want)))
         if self.member and not was and self.on_join is not None:
             await self.on_join()
@@ -188,19 +195,31 @@ class MembershipReporter:
         )
         ttl = None if transition or self.health is None else int(self.settings.lease * 3)
         self.heartbeat_seq = await self.log.append(
-            eventlog.Append(self.heartbeat_subject, event, None, ttl_seconds=ttl)
+            jetstream.Append(self.heartbeat_subject, event, None, ttl_seconds=ttl)
         )
         self.heartbeats += 1
         if transition:
             self._log.warning("health.transition", health=health, reason=reason)
         self.health = health
 
-    async def _foreign_heartbeat(self) -> None:
+    async def _last_heartbeat(self) -> Envelope | None:
+        """The last heartbeat on our subject; a forged or unusable one counts as none."""
         got = (await self.log.read_last_per_subject(self.heartbeat_subject)).get(
             self.heartbeat_subject
         )
-        if not isinstance(got, Envelope) or not isinstance(got.event, ev.Heartbeat):
+        if isinstance(got, DecodeError):
+            self.metrics.refused.labels(self.cluster).inc()
+            self._log.warning("heartbeat.unusable", kind=got.kind, error=str(got)[:300])
+            return None
+        if got is None or not isinstance(got.event, ev.Heartbeat):
+            return None
+        return got
+
+    async def _foreign_heartbeat(self) -> None:
+        got = await self._last_heartbeat()
+        if got is None:
             return
+        assert isinstance(got.event, ev.Heartbeat)
         other = got.event.instance
         if other == self.instance:
             return
@@ -216,11 +235,10 @@ class MembershipReporter:
         """Return once no other live publisher holds our cluster id."""
         lease = self.settings.lease
         while True:
-            got = (await self.log.read_last_per_subject(self.heartbeat_subject)).get(
-                self.heartbeat_subject
-            )
-            if not isinstance(got, Envelope) or not isinstance(got.event, ev.Heartbeat):
+            got = await self._last_heartbeat()
+            if got is None:
                 return
+            assert isinstance(got.event, ev.Heartbeat)
             hb = got.event
             if hb.instance == self.instance or hb.stopping:
                 return
@@ -266,19 +284,30 @@ class MembershipReporter:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await self._changed.wait()
-                if self._changed.is_set():
-                    self._changed.clear()
-                    await self.sync_membership()
-                if time.monotonic() >= next_beat:
-                    beats += 1
-                    if beats % 30 == 0:
-                        await self._read_version()
+                try:
+                    if self._changed.is_set():
+                        self._changed.clear()
                         await self.sync_membership()
-                    await self.heartbeat()
-                    next_beat = time.monotonic() + interval
+                    if time.monotonic() >= next_beat:
+                        beats += 1
+                        if beats % 30 == 0:
+                            await self._read_version()
+                            await self.sync_membership()
+                        next_beat = time.monotonic() + interval
+                        await self.heartbeat()
+                except TransientError as exc:
+                    # NATS or the API is away: try again at the next beat, never give up.
+                    self.metrics.errors.labels(self.cluster, "heartbeat", "true").inc()
+                    self._log.warning("heartbeat.failed", error=str(exc)[:300])
+                    self._changed.set()  # sync membership again once NATS is back
+                    await asyncio.sleep(min(interval, 2.0))
         except asyncio.CancelledError:
             # Say goodbye so a replacement need not wait for the lease.
-            with contextlib.suppress(Exception):  # best effort on the way out
+            goodbye = asyncio.ensure_future(self.heartbeat(stopping=True))
+            # Best effort on the way out; its failure (NATS away) is read here, never left
+            # unretrieved.
+            goodbye.add_done_callback(lambda t: t.cancelled() or t.exception())
+            with contextlib.suppress(Exception):
                 async with asyncio.timeout(2.0):
-                    await asyncio.shield(self.heartbeat(stopping=True))
+                    await asyncio.shield(goodbye)
             raise

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from engine import eventlog, kube, logs, subjects
-from engine import events as ev
-from engine.errors import ConflictError, DecodeError, SyncError
-from engine.fold import Envelope
-from engine.metrics import Metrics
+from engine import jetstream, kube
+from engine.core import events as ev
+from engine.core import subjects
+from engine.core.errors import ConflictError, DecodeError, SyncError
+from engine.core.fold import Envelope
+from engine.observe import logs
+from engine.observe.metrics import Metrics
 from publishers import convert
 from publishers.membership import MembershipReporter, ReporterSettings
 
@@ -50,7 +52,7 @@ class _Published:
 @dataclass
 class Publisher:
     k8s: kube.Kube
-    log: eventlog.EventLog
+    log: jetstream.EventLog
     cluster: str
     metrics: Metrics = field(default_factory=Metrics)
     settings: PublisherSettings = field(default_factory=PublisherSettings)
@@ -184,7 +186,7 @@ class Publisher:
         have = self.published.get(subject)
         expected = have.seq if have else 0
         try:
-            seq = await self.log.append(eventlog.Append(subject, event, expected))
+            seq = await self.log.append(jetstream.Append(subject, event, expected))
         except ConflictError as exc:
             self.metrics.conflicts.labels(self.cluster).inc()
             self._log.error(
@@ -239,11 +241,19 @@ class Publisher:
         while self.dirty:
             batch = sorted(self.dirty)
             self.dirty.clear()
-            for subject in batch:
+            for i, subject in enumerate(batch):
                 event = self._next_event(subject)
-                if event is not None:
+                if event is None:
+                    continue
+                try:
                     await self._append(subject, event)
-                    count += 1
+                except BaseException:
+                    # NATS away (or a cancel): what is not appended yet stays dirty, so it
+                    # lands once the log is back. Nothing is compared against stale state:
+                    # each subject's event is computed again then.
+                    self.dirty.update(batch[i:])
+                    raise
+                count += 1
         return count
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -252,6 +262,19 @@ class Publisher:
         """Read our own last events, list the cluster, append the differences, mark the epoch."""
         mine = subjects.cluster_subjects(self.clusterset, self.cluster)
         for subject, got in (await self.log.read_last_per_subject(mine)).items():
+            try:
+                subjects.parse(subject)
+            except ValueError:
+                # Something wrote below our prefix outside the grammar (the stream denies
+                # delete and purge, so it stays): not a key of ours; report it and go on.
+                self.metrics.refused.labels(self.cluster).inc()
+                self._log.warning("subject.foreign", subject=subject, hint="ignored")
+                continue
+            if isinstance(got, DecodeError):
+                self.metrics.refused.labels(self.cluster).inc()
+                self._log.warning(
+                    "event.unusable", subject=subject, kind=got.kind, error=str(got)[:300]
+                )
             if isinstance(got, Envelope):
                 self.published[subject] = _Published(got.seq, got.event)
                 if isinstance(got.event, ev.SnapshotComplete):
@@ -286,12 +309,12 @@ class Publisher:
 
     async def _flush_bulk(self) -> int:
         """The initial flush: differences go out in one bounded-concurrency bulk append."""
-        items: list[eventlog.Append] = []
+        items: list[jetstream.Append] = []
         for subject in sorted(self.dirty):
             event = self._next_event(subject)
             if event is not None:
                 have = self.published.get(subject)
-                items.append(eventlog.Append(subject, event, have.seq if have else 0))
+                items.append(jetstream.Append(subject, event, have.seq if have else 0))
         self.dirty.clear()
         if not items:
             return 0

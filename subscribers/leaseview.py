@@ -14,10 +14,12 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine import events as ev
-from engine import fold, kube, logs, plan
-from engine.errors import PermanentError
-from engine.metrics import Metrics
+from engine import kube
+from engine.core import events as ev
+from engine.core import fold, plan
+from engine.core.errors import PermanentError
+from engine.observe import logs
+from engine.observe.metrics import Metrics
 
 log = logs.get("mcsync.leaseview")
 ANNOTATION_NAME = "mcsync.io/lease"

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine import fold, inventory, kube, logs, plan
-from engine.errors import PermanentError, TransientError
-from engine.metrics import Metrics
+from engine import kube
+from engine.core import fold, inventory, plan
+from engine.core.errors import PermanentError, TransientError
+from engine.observe import logs
+from engine.observe.metrics import Metrics
 
 log = logs.get("mcsync.profiles")
 

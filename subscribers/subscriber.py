@@ -28,11 +28,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from engine import eventlog, inventory, kube, logs, mcs, plan
-from engine import events as ev
-from engine import fold as folding
-from engine.errors import DecodeError, PermanentError, TransientError
-from engine.metrics import Metrics
+from engine import jetstream, kube
+from engine.core import events as ev
+from engine.core import fold as folding
+from engine.core import inventory, mcs, plan
+from engine.core.errors import DecodeError, PermanentError, TransientError
+from engine.observe import logs
+from engine.observe.metrics import Metrics
 from subscribers.leaseview import LeaseView
 from subscribers.profiles import ProfileSync
 
@@ -85,7 +87,7 @@ class SubscriberSettings:
 @dataclass
 class Subscriber:
     k8s: kube.Kube
-    log: eventlog.EventLog
+    log: jetstream.EventLog
     cluster: str
     metrics: Metrics = field(default_factory=Metrics)
     settings: SubscriberSettings = field(default_factory=SubscriberSettings)
@@ -121,8 +123,12 @@ class Subscriber:
             label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
         )
         self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
-        self.follower = eventlog.Follower(
-            self.log, self.cluster, self._on_event, on_bad=self._on_bad
+        self.follower = jetstream.Follower(
+            self.log,
+            self.cluster,
+            self._on_event,
+            on_bad=self._on_bad,
+            on_readback=lambda subject, seq: self.metrics.readbacks.labels(self.cluster).inc(),
         )
         self.lease = timedelta(seconds=self.settings.lease_seconds)
         self.profiles = ProfileSync(
@@ -157,11 +163,17 @@ class Subscriber:
         )
 
     def now(self) -> datetime:
-        """The log's clock as seen from here: the newest event time plus the time elapsed on
-        our monotonic clock since it arrived (no wall-clock agreement needed)."""
+        """The log's clock: the storage time of the newest event read, and nothing else.
+
+        Staleness is judged on this clock alone, so it is evidence from the log itself: a member
+        goes stale when other members' heartbeats carry the log past its lease. A subscriber cut
+        off from the log (the hub down, this cluster or its leaf partitioned) sees the clock
+        stop, so it withdraws nothing; it never extrapolates with its own clock, which would
+        make every other member look dead exactly when only the reader is.
+        """
         if self._log_time is None:
             return self.clock()
-        return self._log_time + timedelta(seconds=time.monotonic() - self._log_mono)
+        return self._log_time
 
     def admitted(self) -> frozenset[str]:
         return inventory.admitted(
@@ -221,6 +233,7 @@ class Subscriber:
 
     def _on_bad(self, subject: str, seq: int, error: DecodeError) -> None:
         self.metrics.dead_letters.labels(self.cluster).inc()
+        self.metrics.unusable.labels(self.cluster, error.kind).inc()
 
     def _reassess(self) -> None:
         """Re-evaluate leases and health: a change marks the affected services and profiles."""

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import pytest
 from kubernetes_asyncio import client
 
-from engine import controlplane, kube
-from engine.natsserver import NatsServer
+from engine import kube
+from engine.local import controlplane
+from engine.local.natsserver import NatsServer
 
 CLUSTERS = ["cluster-1", "cluster-2", "cluster-3"]
 

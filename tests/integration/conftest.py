@@ -11,9 +11,9 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
-from engine import eventlog, identity, kube, runner
-from engine import events as ev
-from engine.natsserver import NatsServer
+from engine import identity, jetstream, kube, runner
+from engine.core import events as ev
+from engine.local.natsserver import NatsServer
 from tests.conftest import ClusterSet
 
 T = TypeVar("T")
@@ -34,10 +34,10 @@ async def eventually(
 
 
 @pytest.fixture
-async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[eventlog.EventLog]:
+async def log(nats_server: NatsServer, clusterset_name: str) -> AsyncIterator[jetstream.EventLog]:
     """A log of the test's own clusterset on the shared nats-server."""
-    nc = await eventlog.connect(nats_server.url)
-    lg = eventlog.EventLog(nc, clusterset_name)
+    nc = await jetstream.connect(nats_server.url)
+    lg = jetstream.EventLog(nc, clusterset_name)
     await lg.ensure()
     yield lg
     await nc.drain()
@@ -57,7 +57,7 @@ def export_event(cluster: str, name: str = "web", port: int = 80) -> ev.ExportUp
 
 class Restartable(NamedTuple):
     server: NatsServer
-    log: eventlog.EventLog
+    log: jetstream.EventLog
 
 
 @pytest.fixture
@@ -65,9 +65,9 @@ async def restartable(clusterset_name: str, tmp_path: Path) -> AsyncIterator[Res
     """A nats-server of the test's own whose store survives ``restart()``, and a log on it whose
     appends retry for up to a minute."""
     async with NatsServer(store_dir=tmp_path / "nats") as server:
-        nc = await eventlog.connect(server.url)
+        nc = await jetstream.connect(server.url)
         try:
-            log = eventlog.EventLog(nc, clusterset_name, retry_for=60)
+            log = jetstream.EventLog(nc, clusterset_name, retry_for=60)
             await log.ensure()
             yield Restartable(server, log)
         finally:

@@ -11,10 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import eventlog, fold, pipeline, subjects
-from engine import events as ev
-from engine.errors import ConflictError
-from engine.natsserver import NatsServer
+from engine import jetstream
+from engine.core import events as ev
+from engine.core import fold, subjects
+from engine.core.errors import ConflictError
+from engine.jetstream import pipeline, wire
+from engine.local.natsserver import NatsServer
 from tests.integration.conftest import Restartable
 from tests.integration.conftest import export_event as export
 
@@ -23,67 +25,72 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-async def test_append_returns_increasing_sequences(log: eventlog.EventLog) -> None:
+async def test_append_returns_increasing_sequences(log: jetstream.EventLog) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    one = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
-    two = await log.append(eventlog.Append(s, export("a", port=81), expected_last_seq=one))
+    one = await log.append(jetstream.Append(s, export("a"), expected_last_seq=0))
+    two = await log.append(jetstream.Append(s, export("a", port=81), expected_last_seq=one))
     assert two > one
     assert await log.last_sequence(s) == two
 
 
 async def test_a_stale_writer_gets_a_conflict_error_naming_the_actual_sequence(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    one = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
-    await log.append(eventlog.Append(s, export("a", port=81), expected_last_seq=one))
+    one = await log.append(jetstream.Append(s, export("a"), expected_last_seq=0))
+    await log.append(jetstream.Append(s, export("a", port=81), expected_last_seq=one))
     with pytest.raises(ConflictError) as info:
-        await log.append(eventlog.Append(s, export("a", port=82), expected_last_seq=one))
+        await log.append(jetstream.Append(s, export("a", port=82), expected_last_seq=one))
     assert info.value.actual == one + 1
     assert "stale" in str(info.value)
 
 
-async def test_a_republished_event_is_deduplicated(log: eventlog.EventLog) -> None:
+async def test_a_republished_append_is_stored_once_without_any_deduplication_id(
+    log: jetstream.EventLog,
+) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    a = eventlog.Append(s, export("a"), expected_last_seq=0)
+    a = jetstream.Append(s, export("a"), expected_last_seq=0)
     first = await log.append(a)
-    # A crash after the append but before the writer noted it: the same append again.
-    body, headers = log._prepare(a)
-    del headers["Nats-Expected-Last-Subject-Sequence"]
-    again = await log.js.publish(s, body, headers=headers)
-    assert again.duplicate
-    assert again.seq == first
+    # A crash after the append but before the writer noted it: the same append again. There is
+    # no Nats-Msg-Id to deduplicate by; the compare-and-set refuses the copy and the writer
+    # recognises its own event at the head of the subject.
+    _, headers = log._prepare(a)
+    assert "Nats-Msg-Id" not in headers
+    assert await log.append(a) == first
+    info = await log.js.stream_info(log.stream, subjects_filter=s)
+    assert (info.state.subjects or {}).get(s) == 1
 
 
 async def test_a_retried_append_whose_ack_was_lost_is_recognised_not_refused(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    a = eventlog.Append(s, export("a"), expected_last_seq=0)
+    a = jetstream.Append(s, export("a"), expected_last_seq=0)
     first = await log.append(a)
     # The same append again, as a retry after a lost ack sends it: the expected sequence is
     # stale now, but the message at the head of the subject is this very event.
     assert await log.append(a) == first
     with pytest.raises(ConflictError):  # a different event at the same position is refused
-        await log.append(eventlog.Append(s, export("a", port=99), expected_last_seq=0))
+        await log.append(jetstream.Append(s, export("a", port=99), expected_last_seq=0))
 
 
-async def test_messages_carry_cloudevents_binary_headers(log: eventlog.EventLog) -> None:
+async def test_messages_carry_cloudevents_binary_headers(log: jetstream.EventLog) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    seq = await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    seq = await log.append(jetstream.Append(s, export("a"), expected_last_seq=0))
     msg = await log.js.get_msg(log.stream, seq)
     h = msg.headers or {}
     assert h["ce-specversion"] == "1.0"
     assert h["ce-type"] == "io.mcsync.export.upserted.v1"
-    assert h["ce-id"] == h["Nats-Msg-Id"]
+    assert "Nats-Msg-Id" not in h  # nothing another cluster could forge to suppress it
+    assert len(h["ce-id"]) == 32
     assert h["ce-source"] == f"/mcsync/{log.clusterset}/a"
     assert h["ce-datacontenttype"] == "application/json"
     assert h["ce-time"].endswith("Z")
 
 
-async def test_bulk_append_stores_every_event_in_order(log: eventlog.EventLog) -> None:
+async def test_bulk_append_stores_every_event_in_order(log: jetstream.EventLog) -> None:
     items = [
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
         )
         for i in range(500)
@@ -94,21 +101,21 @@ async def test_bulk_append_stores_every_event_in_order(log: eventlog.EventLog) -
     assert info.state.messages == 500
 
 
-async def test_bulk_append_reports_a_conflict_instead_of_hanging(log: eventlog.EventLog) -> None:
+async def test_bulk_append_reports_a_conflict_instead_of_hanging(log: jetstream.EventLog) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    await log.append(jetstream.Append(s, export("a"), expected_last_seq=0))
     with pytest.raises(ConflictError):
         await log.append_many(
-            [eventlog.Append(s, export("a", port=9), expected_last_seq=0)], ack_timeout=1.0
+            [jetstream.Append(s, export("a", port=9), expected_last_seq=0)], ack_timeout=1.0
         )
 
 
-async def test_replay_by_sequence_and_by_subject_filter(log: eventlog.EventLog) -> None:
+async def test_replay_by_sequence_and_by_subject_filter(log: jetstream.EventLog) -> None:
     sa = subjects.export(log.clusterset, "a", "ns", "web")
     sb = subjects.export(log.clusterset, "b", "ns", "web")
-    a1 = await log.append(eventlog.Append(sa, export("a"), 0))
-    await log.append(eventlog.Append(sb, export("b"), 0))
-    await log.append(eventlog.Append(sa, export("a", port=81), a1))
+    a1 = await log.append(jetstream.Append(sa, export("a"), 0))
+    await log.append(jetstream.Append(sb, export("b"), 0))
+    await log.append(jetstream.Append(sa, export("a", port=81), a1))
     got = [r.result async for r in log.replay(filter_subjects=[sa])]
     assert [e.seq for e in got if isinstance(e, fold.Envelope)] == [1, 3]
     from_two = [r.seq async for r in log.replay(start_seq=2)]
@@ -117,10 +124,10 @@ async def test_replay_by_sequence_and_by_subject_filter(log: eventlog.EventLog) 
     assert to_two == [1, 2]
 
 
-async def test_last_per_subject_returns_only_the_current_state(log: eventlog.EventLog) -> None:
+async def test_last_per_subject_returns_only_the_current_state(log: jetstream.EventLog) -> None:
     sa = subjects.export(log.clusterset, "a", "ns", "web")
-    a1 = await log.append(eventlog.Append(sa, export("a"), 0))
-    a2 = await log.append(eventlog.Append(sa, export("a", port=81), a1))
+    a1 = await log.append(jetstream.Append(sa, export("a"), 0))
+    a2 = await log.append(jetstream.Append(sa, export("a", port=81), a1))
     last = await log.read_last_per_subject(subjects.cluster_subjects(log.clusterset, "a"))
     env = last[sa]
     assert isinstance(env, fold.Envelope)
@@ -128,22 +135,22 @@ async def test_last_per_subject_returns_only_the_current_state(log: eventlog.Eve
 
 
 async def test_two_writers_and_two_independent_followers_fold_identical_state(
-    log: eventlog.EventLog, nats_server: NatsServer
+    log: jetstream.EventLog, nats_server: NatsServer
 ) -> None:
     async def writer(cluster: str) -> None:
-        nc = await eventlog.connect(nats_server.url)
-        lg = eventlog.EventLog(nc, log.clusterset)
+        nc = await jetstream.connect(nats_server.url)
+        lg = jetstream.EventLog(nc, log.clusterset)
         last: dict[str, int] = {}
         for i in range(60):
             s = subjects.export(log.clusterset, cluster, "ns", f"s{i % 7}")
             last[s] = await lg.append(
-                eventlog.Append(s, export(cluster, f"s{i % 7}", port=1000 + i), last.get(s, 0))
+                jetstream.Append(s, export(cluster, f"s{i % 7}", port=1000 + i), last.get(s, 0))
             )
         await nc.drain()
 
     async def follower() -> bytes:
-        nc = await eventlog.connect(nats_server.url)
-        lg = eventlog.EventLog(nc, log.clusterset)
+        nc = await jetstream.connect(nats_server.url)
+        lg = jetstream.EventLog(nc, log.clusterset)
         state = fold.ClusterSetState()
         all_in = asyncio.Event()
 
@@ -152,7 +159,7 @@ async def test_two_writers_and_two_independent_followers_fold_identical_state(
             if state.position >= 120:
                 all_in.set()
 
-        f = eventlog.Follower(lg, "x", on_event)
+        f = jetstream.Follower(lg, "x", on_event)
         await f.start()
         await asyncio.wait_for(all_in.wait(), 30)
         await f.stop()
@@ -169,15 +176,15 @@ async def test_two_writers_and_two_independent_followers_fold_identical_state(
     def apply_late(e: fold.Envelope) -> None:
         fold.apply(late, e)
 
-    f = eventlog.Follower(log, "late", apply_late)
+    f = jetstream.Follower(log, "late", apply_late)
     await f.start()
     await asyncio.wait_for(f.caught_up.wait(), 10)
     await f.stop()
     assert msgspec.json.decode(late.snapshot())["exports"] == msgspec.json.decode(one)["exports"]
 
 
-async def test_a_follower_on_an_empty_log_is_caught_up_at_once(log: eventlog.EventLog) -> None:
-    f = eventlog.Follower(log, "x", lambda e: None)
+async def test_a_follower_on_an_empty_log_is_caught_up_at_once(log: jetstream.EventLog) -> None:
+    f = jetstream.Follower(log, "x", lambda e: None)
     await f.start()
     await asyncio.wait_for(f.caught_up.wait(), 5)
     await f.stop()
@@ -201,11 +208,11 @@ async def test_garbage_is_dead_lettered_and_valid_traffic_still_folds(
     import uuid
 
     name = f"g{uuid.uuid4().hex[:10]}"
-    nc = await eventlog.connect(nats_server.url)
-    lg = eventlog.EventLog(nc, name)
+    nc = await jetstream.connect(nats_server.url)
+    lg = jetstream.EventLog(nc, name)
     await lg.ensure()
     sa = subjects.export(name, "a", "ns", "web")
-    good1 = await lg.append(eventlog.Append(sa, export("a"), 0))
+    good1 = await lg.append(jetstream.Append(sa, export("a"), 0))
     for i, data in enumerate(bad):
         headers = (
             None
@@ -218,29 +225,29 @@ async def test_garbage_is_dead_lettered_and_valid_traffic_still_folds(
             }
         )
         await lg.js.publish(subjects.export(name, "a", "ns", f"bad{i}"), data, headers=headers)
-    await lg.append(eventlog.Append(sa, export("a", port=81), good1))
+    await lg.append(jetstream.Append(sa, export("a", port=81), good1))
     state = fold.ClusterSetState()
     bad_seen: list[int] = []
 
     def on_event(e: fold.Envelope) -> None:
         fold.apply(state, e)
 
-    f = eventlog.Follower(lg, "b", on_event, on_bad=lambda s, q, e: bad_seen.append(q))
+    f = jetstream.Follower(lg, "b", on_event, on_bad=lambda s, q, e: bad_seen.append(q))
     await f.start()
     await asyncio.wait_for(f.caught_up.wait(), 10)
     await f.stop()
     assert len(bad_seen) == len(bad)
     assert state.exports[("ns", "web")]["a"].ports[0].port == 81
-    dlq = await lg.js.stream_info(eventlog.dead_letter_stream(name))
+    dlq = await lg.js.stream_info(jetstream.dead_letter_stream(name))
     assert dlq.state.messages == len(bad)
-    await lg.js.delete_stream(eventlog.dead_letter_stream(name))
+    await lg.js.delete_stream(jetstream.dead_letter_stream(name))
     await nc.drain()
 
 
-async def test_bulk_append_keeps_order_beyond_the_in_flight_bound(log: eventlog.EventLog) -> None:
+async def test_bulk_append_keeps_order_beyond_the_in_flight_bound(log: jetstream.EventLog) -> None:
     log._pipeline = pipeline.Pipeline(log.nc, max_in_flight=16)
     items = [
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(log.clusterset, "a", "ns", f"s{i % 50}"),
             export("a", f"s{i % 50}", port=1000 + i),
             None,
@@ -257,16 +264,16 @@ async def test_bulk_append_keeps_order_beyond_the_in_flight_bound(log: eventlog.
 
 
 async def test_appends_whose_acks_did_not_come_in_time_are_retried_without_duplicates(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     items = [
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
         )
         for i in range(300)
     ]
     now = log.clock()
-    frames = [log._frame(a, now, eventlog._ce_time(now)) for a in items]
+    frames = [log._frame(a, now, wire.ce_time(now)) for a in items]
     # A deadline that passes while the batch is in flight: some or all acks are given up on.
     outcomes = await log._pipeline.publish(frames, timeout=0.0)
     assert any(isinstance(o, pipeline.NoAck) for o in outcomes)
@@ -278,15 +285,15 @@ async def test_appends_whose_acks_did_not_come_in_time_are_retried_without_dupli
     assert sorted(seqs) == list(range(1, 301))
 
 
-async def test_a_refused_append_in_a_batch_raises_the_clear_error(log: eventlog.EventLog) -> None:
+async def test_a_refused_append_in_a_batch_raises_the_clear_error(log: jetstream.EventLog) -> None:
     s = subjects.export(log.clusterset, "a", "ns", "web")
-    await log.append(eventlog.Append(s, export("a"), expected_last_seq=0))
+    await log.append(jetstream.Append(s, export("a"), expected_last_seq=0))
     other = subjects.export(log.clusterset, "a", "ns", "api")
     with pytest.raises(ConflictError) as info:
         await log.append_many(
             [
-                eventlog.Append(other, export("a", "api"), expected_last_seq=0),
-                eventlog.Append(s, export("a", port=9), expected_last_seq=0),  # stale
+                jetstream.Append(other, export("a", "api"), expected_last_seq=0),
+                jetstream.Append(s, export("a", port=9), expected_last_seq=0),  # stale
             ]
         )
     assert info.value.actual == 1
@@ -294,7 +301,7 @@ async def test_a_refused_append_in_a_batch_raises_the_clear_error(log: eventlog.
 
 
 async def test_an_oversized_event_in_a_batch_is_refused_by_the_client_and_the_rest_lands(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     huge = ev.ExportUpserted(
         cluster="a",
@@ -304,10 +311,10 @@ async def test_an_oversized_event_in_a_batch_is_refused_by_the_client_and_the_re
         created=T0,
         exported_annotations={"blob": "x" * (log.nc.max_payload + 10)},
     )
-    small = eventlog.Append(subjects.export(log.clusterset, "a", "ns", "ok"), export("a", "ok"), 0)
+    small = jetstream.Append(subjects.export(log.clusterset, "a", "ns", "ok"), export("a", "ok"), 0)
     with pytest.raises(nats.errors.MaxPayloadError):
         await log.append_many(
-            [small, eventlog.Append(subjects.export(log.clusterset, "a", "ns", "huge"), huge, 0)]
+            [small, jetstream.Append(subjects.export(log.clusterset, "a", "ns", "huge"), huge, 0)]
         )
     assert log.nc.is_connected  # the server never saw it, so it did not close the connection
     assert await log.last_sequence(small.subject) == 1
@@ -319,7 +326,7 @@ async def test_a_bulk_append_across_a_server_restart_lands_every_event_once(
     server, log = restartable
     n = 20_000
     items = [
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(log.clusterset, "a", "ns", f"s{i}"), export("a", f"s{i}"), 0
         )
         for i in range(n)

@@ -13,9 +13,11 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js import api
 
-from engine import delivery, eventlog, subjects
-from engine.fold import Envelope
-from engine.natsserver import NatsServer
+from engine import jetstream
+from engine.core import subjects
+from engine.core.fold import Envelope
+from engine.jetstream import delivery
+from engine.local.natsserver import NatsServer
 from tests.integration.conftest import Restartable
 from tests.integration.conftest import export_event as export
 
@@ -29,11 +31,11 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
         await asyncio.sleep(0.02)
 
 
-async def append(log: eventlog.EventLog, first: int, count: int, cluster: str = "a") -> None:
+async def append(log: jetstream.EventLog, first: int, count: int, cluster: str = "a") -> None:
     """``count`` events on subjects of their own (no expected-sequence bookkeeping needed)."""
     await log.append_many(
         [
-            eventlog.Append(
+            jetstream.Append(
                 subjects.export(log.clusterset, cluster, "ns", f"s{i}"), export(cluster, f"s{i}")
             )
             for i in range(first, first + count)
@@ -56,11 +58,11 @@ class Seen:
 
 @contextlib.asynccontextmanager
 async def following(
-    log: eventlog.EventLog, on_event: Callable[[Envelope], None], **kw: Any
-) -> AsyncIterator[eventlog.Follower]:
+    log: jetstream.EventLog, on_event: Callable[[Envelope], None], **kw: Any
+) -> AsyncIterator[jetstream.Follower]:
     """A started follower from the log's first event (unless ``kw`` says otherwise)."""
     kw.setdefault("start_seq", 1)
-    f = eventlog.Follower(log, "x", on_event, **kw)
+    f = jetstream.Follower(log, "x", on_event, **kw)
     await f.start()
     try:
         yield f
@@ -68,7 +70,7 @@ async def following(
         await f.stop()
 
 
-async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: eventlog.EventLog) -> None:
+async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: jetstream.EventLog) -> None:
     await append(log, 0, 300)
     seen = Seen()
     async with following(log, seen) as f:
@@ -82,7 +84,7 @@ async def test_stream_messages_skip_nats_py_and_arrive_in_order(log: eventlog.Ev
 
 
 async def test_a_gap_in_consumer_sequence_restarts_the_consumer_after_the_last_event_handed_over(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     await append(log, 0, 50)
     seen = Seen()
@@ -118,7 +120,7 @@ async def test_a_follower_resumes_after_a_nats_server_restart_without_loss_or_re
 
 
 async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     n = 20_000
     await append(log, 0, n)
@@ -146,7 +148,7 @@ async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
 
 
 async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     await append(log, 0, 20)
     seen = Seen()
@@ -167,7 +169,7 @@ async def test_an_exception_in_on_event_is_reported_and_following_goes_on(
 
 
 async def test_a_message_that_is_not_a_stream_message_is_dropped_and_reading_goes_on(
-    log: eventlog.EventLog, nats_server: NatsServer
+    log: jetstream.EventLog, nats_server: NatsServer
 ) -> None:
     await append(log, 0, 5)
     seen = Seen()
@@ -175,7 +177,7 @@ async def test_a_message_that_is_not_a_stream_message_is_dropped_and_reading_goe
         await seen.reach(5)
         assert f._sub is not None
         deliver = f._sub._sub._subject
-        other = await eventlog.connect(nats_server.url)
+        other = await jetstream.connect(nats_server.url)
         try:  # someone publishes on the delivery subject with a reply of their own
             await other.publish(deliver, b"not an event", reply="not.an.ack")
             await other.publish(deliver, b"not an event either")
@@ -189,7 +191,7 @@ async def test_a_message_that_is_not_a_stream_message_is_dropped_and_reading_goe
 
 
 async def test_the_ack_subject_with_a_domain_is_read_and_kept_in_the_layout_nats_py_reads(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     await append(log, 0, 5)
     seen: list[Envelope] = []
@@ -214,14 +216,14 @@ async def test_the_ack_subject_with_a_domain_is_read_and_kept_in_the_layout_nats
 
 
 async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_client(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     await append(log, 0, 10, cluster="a")
     await append(log, 0, 10, cluster="b")
     only_a, only_b = Seen(), Seen()
     a, b = (subjects.cluster_subjects(log.clusterset, c) for c in "ab")
-    fa = eventlog.Follower(log, "x", only_a, filter_subjects=[a])
-    fb = eventlog.Follower(log, "y", only_b, filter_subjects=[b])
+    fa = jetstream.Follower(log, "x", only_a, filter_subjects=[a])
+    fb = jetstream.Follower(log, "y", only_b, filter_subjects=[b])
     await fa.start()
     await fb.start()
     await asyncio.wait_for(asyncio.gather(fa.caught_up.wait(), fb.caught_up.wait()), 10)
@@ -236,7 +238,7 @@ async def test_followers_share_a_connection_and_the_last_to_stop_restores_the_cl
 
 
 async def test_messages_queued_by_nats_py_before_inline_delivery_are_handed_over_first(
-    log: eventlog.EventLog,
+    log: jetstream.EventLog,
 ) -> None:
     await append(log, 0, 40)
     order: list[tuple[str, int]] = []

@@ -13,8 +13,9 @@ from datetime import timedelta
 
 import pytest
 
-from engine import eventlog, fold, identity, inventory, kube, mcs, plan, subjects
-from engine import events as ev
+from engine import identity, jetstream, kube
+from engine.core import events as ev
+from engine.core import fold, inventory, mcs, plan, subjects
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
 from tests.conftest import ClusterSet
@@ -255,9 +256,9 @@ async def test_replaying_the_recorded_log_gives_the_same_decisions(
     await eventually(withdrawn, timeout=LEASE + 3)
     await asyncio.sleep(1.0)  # two more heartbeats of the others: events past the lapse
     # Replay the log, deciding at every event with that event's time, twice.
-    nc = await eventlog.connect(cs.nats.url)
+    nc = await jetstream.connect(cs.nats.url)
     try:
-        log = eventlog.EventLog(nc, members.clusterset_name)
+        log = jetstream.EventLog(nc, members.clusterset_name)
         end = int((await log.js.stream_info(log.stream)).state.last_seq)  # members go on
         first = await _decisions(log, end, namespace)
         assert first == await _decisions(log, end, namespace)
@@ -267,11 +268,11 @@ async def test_replaying_the_recorded_log_gives_the_same_decisions(
         assert first[-1][1] == ("cluster-1",)
         assert "cluster-2" not in live.admitted()
     finally:
-        await eventlog.close(nc)
+        await jetstream.close(nc)
 
 
 async def _decisions(
-    log: eventlog.EventLog, end: int, namespace: str
+    log: jetstream.EventLog, end: int, namespace: str
 ) -> list[tuple[int, tuple[str, ...]]]:
     """The contributing clusters of ns/hello after each event, decided at the event's time."""
     state = fold.ClusterSetState()
@@ -302,13 +303,13 @@ async def test_two_live_publishers_for_one_cluster_id_are_reported_and_one_stops
     # Another process heartbeats as cluster-1 (it skipped the start-up check, e.g. both
     # started at the same moment). Its instance id sorts after ours: it is the one to stop,
     # so ours keeps publishing and reports the duplicate.
-    nc = await eventlog.connect(cs.nats.url)
+    nc = await jetstream.connect(cs.nats.url)
     try:
-        log = eventlog.EventLog(nc, members.clusterset_name)
+        log = jetstream.EventLog(nc, members.clusterset_name)
         subject = subjects.heartbeat(members.clusterset_name, "cluster-1")
         for _ in range(3):
             await log.append(
-                eventlog.Append(subject, ev.Heartbeat(cluster="cluster-1", instance="~impostor"))
+                jetstream.Append(subject, ev.Heartbeat(cluster="cluster-1", instance="~impostor"))
             )
             await asyncio.sleep(0.3)
 

@@ -21,8 +21,9 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, kube, leadership, leases, subjects
-from engine.natsserver import NatsCluster, NatsServer
+from engine import jetstream, kube, leadership
+from engine.core import leases, subjects
+from engine.local.natsserver import NatsCluster, NatsServer
 from tests.conftest import ClusterSet
 from tests.integration.conftest import Members, eventually
 
@@ -90,9 +91,9 @@ class Campaign:
         self.candidates: dict[str, Candidate] = {}
 
     async def add(self, identity: str, cluster: str) -> Candidate:
-        nc = await eventlog.connect(self.urls, name=identity)
-        log = eventlog.EventLog(nc, self.clusterset, timeout=1.0, retry_for=1.0)
-        await log.ensure(eventlog.StreamSettings(replicas=len(self.urls)))
+        nc = await jetstream.connect(self.urls, name=identity)
+        log = jetstream.EventLog(nc, self.clusterset, timeout=1.0, retry_for=1.0)
+        await log.ensure(jetstream.StreamSettings(replicas=len(self.urls)))
         h = self.history
 
         def gained(token: int) -> None:
@@ -113,7 +114,7 @@ class Campaign:
         c = self.candidates.pop(identity)
         self.history.crashed(identity)
         c.elector.on_lost = None
-        await eventlog.close(c.nc)
+        await jetstream.close(c.nc)
         c.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(c.task, 10)
@@ -131,7 +132,7 @@ class Campaign:
             c.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(c.task, 10)
-            await eventlog.close(c.nc)
+            await jetstream.close(c.nc)
 
 
 @pytest.fixture
@@ -175,7 +176,7 @@ async def test_a_released_lease_passes_on_at_once(campaign: Campaign) -> None:
     c.task.cancel()  # run() releases on cancel
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(c.task, 10)
-    await eventlog.close(c.nc)
+    await jetstream.close(c.nc)
     nxt = await campaign.wait_holder(exclude=holder.identity)
     assert nxt.start - released_at < TIMING.duration  # no need to wait out the lease
     campaign.history.check()

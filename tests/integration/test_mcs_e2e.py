@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine import kube, plan
+from engine import kube
+from engine.core import plan
 from tests.conftest import ClusterSet
 from tests.integration.conftest import (
     Members,

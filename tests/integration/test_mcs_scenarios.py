@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from engine import eventlog, kube, plan, subjects
-from engine import events as ev
-from engine.fold import Envelope
+from engine import jetstream, kube
+from engine.core import events as ev
+from engine.core import plan, subjects
+from engine.core.fold import Envelope
 from engine.runner import Member
 from publishers.membership import ReporterSettings
 from publishers.publisher import PublisherSettings
@@ -530,10 +531,10 @@ async def test_a_stale_publisher_replica_gets_conflicts_and_never_overwrites_new
 
     # The log's last export event is the newest state, written by the first publisher.
     subject = subjects.export(members.clusterset_name, "cluster-1", namespace, "hello")
-    nc = await eventlog.connect(cs.nats.url)
+    nc = await jetstream.connect(cs.nats.url)
     try:
         last = (
-            await eventlog.EventLog(nc, members.clusterset_name).read_last_per_subject(subject)
+            await jetstream.EventLog(nc, members.clusterset_name).read_last_per_subject(subject)
         )[subject]
     finally:
         await nc.close()

@@ -6,7 +6,7 @@ store moved to a temporary place), with bcrypt-hashed passwords; the least-privi
 leaf tests add a leaf server running :func:`engine.natsconfig.render_leaf`. Tests talk to the
 servers through :mod:`engine.eventlog`, as the publisher and subscriber do. A refused publish
 gets no ack (the append times out) and the server reports ``Permissions Violation`` on the
-connection, which ``eventlog.connect`` logs as ``nats.error``; the tests assert on both, and
+connection, which ``jetstream.connect`` logs as ``nats.error``; the tests assert on both, and
 on the log itself not holding the message.
 """
 
@@ -36,17 +36,19 @@ from nats.aio.client import Client as NATS
 from nats.js import api
 from structlog.typing import EventDict
 
-from engine import eventlog, natsconfig, natsserver, procs, subjects
-from engine import events as ev
-from engine.errors import ConflictError, TransientError
-from engine.fold import Envelope
-from engine.natsserver import NatsServer
+from engine import jetstream, natsconfig
+from engine.core import events as ev
+from engine.core import subjects
+from engine.core.errors import ConflictError, TransientError
+from engine.core.fold import Envelope
+from engine.local import natsserver, procs
+from engine.local.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
 
 CLUSTERSET = "perms"
 STREAM = subjects.stream_name(CLUSTERSET)
-DLQ = eventlog.dead_letter_stream(CLUSTERSET)
+DLQ = jetstream.dead_letter_stream(CLUSTERSET)
 Logs = list[EventDict]  # what structlog.testing.capture_logs collects
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEAF_SEED = bytes(range(100, 132))  # the raw seed of leaf a's nkey: test-only
@@ -202,9 +204,9 @@ def hub_config() -> natsconfig.Hub:
 async def hub() -> AsyncIterator[HubServer]:
     server = HubServer(name="mcsync-hub", hub=hub_config())
     async with server:
-        nc = await eventlog.connect(server.url, user="admin", password=PASSWORDS["admin"])
+        nc = await jetstream.connect(server.url, user="admin", password=PASSWORDS["admin"])
         try:
-            await eventlog.EventLog(nc, CLUSTERSET).ensure()
+            await jetstream.EventLog(nc, CLUSTERSET).ensure()
         finally:
             await nc.close()
         yield server
@@ -221,36 +223,36 @@ def logs() -> Iterator[Logs]:
 
 
 async def connect(server: NatsServer, user: str) -> NATS:
-    return await eventlog.connect(
+    return await jetstream.connect(
         server.url, name=f"test-{user}", user=user, password=PASSWORDS[user]
     )
 
 
 @pytest.fixture
-async def as_a(hub: HubServer) -> AsyncIterator[eventlog.EventLog]:
+async def as_a(hub: HubServer) -> AsyncIterator[jetstream.EventLog]:
     nc = await connect(hub, "a")
-    yield eventlog.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
+    yield jetstream.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
     await nc.close()
 
 
 @pytest.fixture
-async def as_b(hub: HubServer) -> AsyncIterator[eventlog.EventLog]:
+async def as_b(hub: HubServer) -> AsyncIterator[jetstream.EventLog]:
     nc = await connect(hub, "b")
-    yield eventlog.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
+    yield jetstream.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
     await nc.close()
 
 
 @pytest.fixture
-async def as_observer(hub: HubServer) -> AsyncIterator[eventlog.EventLog]:
+async def as_observer(hub: HubServer) -> AsyncIterator[jetstream.EventLog]:
     nc = await connect(hub, "observer")
-    yield eventlog.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
+    yield jetstream.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
     await nc.close()
 
 
 @pytest.fixture
-async def as_admin(hub: HubServer) -> AsyncIterator[eventlog.EventLog]:
+async def as_admin(hub: HubServer) -> AsyncIterator[jetstream.EventLog]:
     nc = await connect(hub, "admin")
-    yield eventlog.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
+    yield jetstream.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0)
     await nc.close()
 
 
@@ -290,7 +292,7 @@ async def violation(logs: Logs, kind: str, subject: str) -> None:
     raise AssertionError(f"no permissions violation reported for {subject}: {logs!r}")
 
 
-async def messages(log: eventlog.EventLog, stream: str) -> int:
+async def messages(log: jetstream.EventLog, stream: str) -> int:
     info = await log.js.stream_info(stream)
     return int(info.state.messages)
 
@@ -299,14 +301,14 @@ async def messages(log: eventlog.EventLog, stream: str) -> int:
 
 
 async def test_a_cluster_user_checks_the_stream_and_appends_on_its_own_subjects(
-    as_a: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     subject = subjects.export(CLUSTERSET, "a", ns, "web")
     await as_a.require_stream()
-    one = await as_a.append(eventlog.Append(subject, export("a", ns), expected_last_seq=0))
+    one = await as_a.append(jetstream.Append(subject, export("a", ns), expected_last_seq=0))
     two = await as_a.append(
-        eventlog.Append(subject, export("a", ns, port=81), expected_last_seq=one)
+        jetstream.Append(subject, export("a", ns, port=81), expected_last_seq=one)
     )
     assert await as_a.last_sequence(subject) == two
     last = await as_a.read_last_per_subject(subjects.cluster_subjects(CLUSTERSET, "a"))
@@ -317,7 +319,7 @@ async def test_a_cluster_user_checks_the_stream_and_appends_on_its_own_subjects(
 
 
 async def test_a_lease_compare_and_set_across_clusters_works_within_own_subjects(
-    as_a: eventlog.EventLog, as_b: eventlog.EventLog
+    as_a: jetstream.EventLog, as_b: jetstream.EventLog
 ) -> None:
     name = fresh_ns()
     scope = subjects.lease_any_cluster(CLUSTERSET, name)
@@ -325,7 +327,7 @@ async def test_a_lease_compare_and_set_across_clusters_works_within_own_subjects
         cluster="a", name=name, holder="a/pod-1", duration_seconds=15, token=0
     )
     seq = await as_a.append(
-        eventlog.Append(subjects.lease(CLUSTERSET, "a", name), acquired, 0, expected_subject=scope)
+        jetstream.Append(subjects.lease(CLUSTERSET, "a", name), acquired, 0, expected_subject=scope)
     )
     # b reads the lease across every cluster's subject (a direct get with a wildcard) ...
     last = await as_b.read_last(scope)
@@ -334,24 +336,26 @@ async def test_a_lease_compare_and_set_across_clusters_works_within_own_subjects
     stale = msgspec.structs.replace(acquired, cluster="b", holder="b/pod-1")
     with pytest.raises(ConflictError):
         await as_b.append(
-            eventlog.Append(subjects.lease(CLUSTERSET, "b", name), stale, 0, expected_subject=scope)
+            jetstream.Append(
+                subjects.lease(CLUSTERSET, "b", name), stale, 0, expected_subject=scope
+            )
         )
 
 
 async def test_a_cluster_follows_the_whole_log_from_the_last_event_per_subject(
-    as_a: eventlog.EventLog, as_b: eventlog.EventLog
+    as_a: jetstream.EventLog, as_b: jetstream.EventLog
 ) -> None:
     ns = fresh_ns()
     b_subject = subjects.export(CLUSTERSET, "b", ns, "db")
-    await as_b.append(eventlog.Append(b_subject, export("b", ns, "db"), expected_last_seq=0))
+    await as_b.append(jetstream.Append(b_subject, export("b", ns, "db"), expected_last_seq=0))
     seen: list[Envelope] = []
-    follower = eventlog.Follower(as_a, "a", seen.append)
+    follower = jetstream.Follower(as_a, "a", seen.append)
     await follower.start()
     try:
         await asyncio.wait_for(follower.caught_up.wait(), 10)
         assert b_subject in {e.subject for e in seen}
         later = subjects.export(CLUSTERSET, "b", ns, "cache")
-        await as_b.append(eventlog.Append(later, export("b", ns, "cache"), expected_last_seq=0))
+        await as_b.append(jetstream.Append(later, export("b", ns, "cache"), expected_last_seq=0))
         deadline = time.monotonic() + 10
         while later not in {e.subject for e in seen}:
             assert time.monotonic() < deadline, "the new event was not delivered"
@@ -362,13 +366,13 @@ async def test_a_cluster_follows_the_whole_log_from_the_last_event_per_subject(
 
 
 async def test_an_undecodable_message_goes_to_the_clusters_own_dead_letter_subject(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, as_observer: eventlog.EventLog
+    as_a: jetstream.EventLog, as_admin: jetstream.EventLog, as_observer: jetstream.EventLog
 ) -> None:
     ns = fresh_ns()
     bad = subjects.export(CLUSTERSET, "a", ns, "garbage")
     before = await messages(as_admin, DLQ)
     await as_a.js.publish(bad, b"not an event", stream=STREAM)
-    follower = eventlog.Follower(as_a, "a", lambda env: None, filter_subjects=[bad])
+    follower = jetstream.Follower(as_a, "a", lambda env: None, filter_subjects=[bad])
     await follower.start()
     try:
         await asyncio.wait_for(follower.caught_up.wait(), 10)
@@ -376,7 +380,7 @@ async def test_an_undecodable_message_goes_to_the_clusters_own_dead_letter_subje
         await follower.stop()  # waits for the pending dead-letter publish
     assert follower.dead_letters == 1
     assert await messages(as_admin, DLQ) == before + 1
-    dead = await as_admin.js.get_last_msg(DLQ, eventlog.dead_letter_subject(CLUSTERSET, "a"))
+    dead = await as_admin.js.get_last_msg(DLQ, jetstream.dead_letter_subject(CLUSTERSET, "a"))
     assert dead.headers is not None and dead.headers["Mcsync-Dlq-Subject"] == bad
     # The observer may read the dead letters too.
     sub = await as_observer.js.subscribe(
@@ -387,7 +391,7 @@ async def test_an_undecodable_message_goes_to_the_clusters_own_dead_letter_subje
     )
     try:
         msg = await sub.next_msg(timeout=5)
-        assert msg.subject == eventlog.dead_letter_subject(CLUSTERSET, "a")
+        assert msg.subject == jetstream.dead_letter_subject(CLUSTERSET, "a")
     finally:
         await sub.unsubscribe()
 
@@ -396,12 +400,12 @@ async def test_an_undecodable_message_goes_to_the_clusters_own_dead_letter_subje
 
 
 async def test_a_cluster_cannot_append_on_another_clusters_subject(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, as_admin: jetstream.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     spoof = subjects.export(CLUSTERSET, "b", ns, "x")
     with pytest.raises(TransientError):  # no ack ever comes
-        await as_a.append(eventlog.Append(spoof, export("b", ns, "x"), expected_last_seq=0))
+        await as_a.append(jetstream.Append(spoof, export("b", ns, "x"), expected_last_seq=0))
     await violation(logs, "publish", spoof)
     # A core publish (no ack wanted) is dropped just the same.
     core = subjects.export(CLUSTERSET, "b", ns, "y")
@@ -413,20 +417,20 @@ async def test_a_cluster_cannot_append_on_another_clusters_subject(
 
 
 async def test_a_cluster_cannot_write_another_clusters_dead_letters(
-    as_a: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, logs: Logs
 ) -> None:
-    other = eventlog.dead_letter_subject(CLUSTERSET, "b")
+    other = jetstream.dead_letter_subject(CLUSTERSET, "b")
     with pytest.raises(nats.errors.TimeoutError):
         await as_a.js.publish(other, b"spoof", timeout=1)
     await violation(logs, "publish", other)
 
 
 async def test_a_cluster_cannot_create_update_delete_or_purge_the_stream(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, as_admin: jetstream.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     await as_a.append(
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(CLUSTERSET, "a", ns, "web"), export("a", ns), expected_last_seq=0
         )
     )
@@ -455,7 +459,7 @@ async def test_a_cluster_cannot_create_update_delete_or_purge_the_stream(
 
 
 async def test_a_cluster_cannot_subscribe_to_the_log_subjects_directly(
-    as_a: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, logs: Logs
 ) -> None:
     wildcard = subjects.all_subjects(CLUSTERSET)
     await as_a.nc.subscribe(wildcard)
@@ -464,12 +468,12 @@ async def test_a_cluster_cannot_subscribe_to_the_log_subjects_directly(
 
 
 async def test_a_consumer_cannot_deliver_into_another_clusters_subjects(
-    as_a: eventlog.EventLog, as_admin: eventlog.EventLog
+    as_a: jetstream.EventLog, as_admin: jetstream.EventLog
 ) -> None:
     """The deliver subject is in the request body, out of reach of subject permissions."""
     ns = fresh_ns()
     await as_a.append(
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(CLUSTERSET, "a", ns, "web"), export("a", ns), expected_last_seq=0
         )
     )
@@ -486,7 +490,7 @@ async def test_a_consumer_cannot_deliver_into_another_clusters_subjects(
     # Into another cluster's dead-letter subject, or onto a JetStream API subject: accepted,
     # but nothing lands there and no API request is made of it.
     dlq_before = await messages(as_admin, DLQ)
-    await js.add_consumer(STREAM, push(eventlog.dead_letter_subject(CLUSTERSET, "b")))
+    await js.add_consumer(STREAM, push(jetstream.dead_letter_subject(CLUSTERSET, "b")))
     await js.add_consumer(STREAM, push(f"$JS.API.STREAM.DELETE.{DLQ}"))
     await js.add_consumer(STREAM, push(f"$JS.API.STREAM.PURGE.{STREAM}"))
     stream_before = await messages(as_admin, STREAM)
@@ -498,12 +502,12 @@ async def test_a_consumer_cannot_deliver_into_another_clusters_subjects(
 
 
 async def test_a_cluster_follows_a_large_backlog_by_answering_flow_control(
-    as_a: eventlog.EventLog, as_b: eventlog.EventLog, logs: Logs
+    as_a: jetstream.EventLog, as_b: jetstream.EventLog, logs: Logs
 ) -> None:
     ns = fresh_ns()
     await as_b.append_many(big_backlog("b", ns))
     seen: list[Envelope] = []
-    follower = eventlog.Follower(
+    follower = jetstream.Follower(
         as_a, "a", seen.append, filter_subjects=[f"mcsync.{CLUSTERSET}.b.export.{ns}.>"]
     )
     await follower.start()
@@ -520,11 +524,11 @@ async def test_a_cluster_follows_a_large_backlog_by_answering_flow_control(
 BACKLOG = 30
 
 
-def big_backlog(cluster: str, ns: str) -> list[eventlog.Append]:
+def big_backlog(cluster: str, ns: str) -> list[jetstream.Append]:
     """About 6 MB of events: enough for the server to ask an ordered consumer for flow control."""
     annotations = {"padding": "x" * 200_000}
     return [
-        eventlog.Append(
+        jetstream.Append(
             subjects.export(CLUSTERSET, cluster, ns, f"s{i}"),
             msgspec.structs.replace(export(cluster, ns, f"s{i}"), exported_annotations=annotations),
             expected_last_seq=0,
@@ -550,25 +554,25 @@ async def exercise(server: NatsServer) -> list[str]:
             failed.append(name)
 
     try:
-        admin_log = eventlog.EventLog(admin, CLUSTERSET)
+        admin_log = jetstream.EventLog(admin, CLUSTERSET)
         await admin_log.ensure()
         ns = fresh_ns()
-        b_log = eventlog.EventLog(writer, CLUSTERSET)
+        b_log = jetstream.EventLog(writer, CLUSTERSET)
         await b_log.append_many(big_backlog("b", ns))
         await writer.jetstream().publish(
             subjects.export(CLUSTERSET, "b", ns, "garbage"), b"not an event", stream=STREAM
         )
-        log = eventlog.EventLog(a, CLUSTERSET, timeout=1.0, retry_for=0.5)
+        log = jetstream.EventLog(a, CLUSTERSET, timeout=1.0, retry_for=0.5)
         own = subjects.export(CLUSTERSET, "a", ns, "web")
         await step("require_stream", log.require_stream())
-        await step("append", log.append(eventlog.Append(own, export("a", ns), 0)))
+        await step("append", log.append(jetstream.Append(own, export("a", ns), 0)))
         await step("last_sequence", log.last_sequence(own))
         await step("read_last", log.read_last(subjects.export(CLUSTERSET, "*", ns, "web")))
         await step(
             "read_last_per_subject",
             log.read_last_per_subject(subjects.cluster_subjects(CLUSTERSET, "a")),
         )
-        follower = eventlog.Follower(
+        follower = jetstream.Follower(
             log, "a", lambda env: None, filter_subjects=[f"mcsync.{CLUSTERSET}.b.export.{ns}.>"]
         )
 
@@ -629,16 +633,16 @@ async def test_every_grant_of_a_cluster_user_is_needed(side: str, grant: str) ->
 
 
 async def test_the_observer_follows_the_log_but_cannot_publish(
-    as_observer: eventlog.EventLog,
-    as_b: eventlog.EventLog,
-    as_admin: eventlog.EventLog,
+    as_observer: jetstream.EventLog,
+    as_b: jetstream.EventLog,
+    as_admin: jetstream.EventLog,
     logs: Logs,
 ) -> None:
     ns = fresh_ns()
     subject = subjects.export(CLUSTERSET, "b", ns, "api")
-    seq = await as_b.append(eventlog.Append(subject, export("b", ns, "api"), expected_last_seq=0))
+    seq = await as_b.append(jetstream.Append(subject, export("b", ns, "api"), expected_last_seq=0))
     seen: list[Envelope] = []
-    follower = eventlog.Follower(as_observer, "observer", seen.append)
+    follower = jetstream.Follower(as_observer, "observer", seen.append)
     await follower.start()
     try:
         await asyncio.wait_for(follower.caught_up.wait(), 10)
@@ -649,9 +653,9 @@ async def test_the_observer_follows_the_log_but_cannot_publish(
 
     spoof = subjects.export(CLUSTERSET, "b", ns, "observer-was-here")
     with pytest.raises(TransientError):
-        await as_observer.append(eventlog.Append(spoof, export("b", ns), expected_last_seq=None))
+        await as_observer.append(jetstream.Append(spoof, export("b", ns), expected_last_seq=None))
     await violation(logs, "publish", spoof)
-    dead = eventlog.dead_letter_subject(CLUSTERSET, "b")
+    dead = jetstream.dead_letter_subject(CLUSTERSET, "b")
     with pytest.raises(nats.errors.TimeoutError):
         await as_observer.js.publish(dead, b"x", timeout=1)
     await violation(logs, "publish", dead)
@@ -662,13 +666,13 @@ async def test_the_observer_follows_the_log_but_cannot_publish(
 
 
 async def test_the_admin_provisions_streams_but_writes_no_events(
-    as_admin: eventlog.EventLog, logs: Logs
+    as_admin: jetstream.EventLog, logs: Logs
 ) -> None:
     await as_admin.ensure()  # create-or-update is idempotent for the admin
     ns = fresh_ns()
     spoof = subjects.export(CLUSTERSET, "a", ns, "admin-was-here")
     with pytest.raises(TransientError):
-        await as_admin.append(eventlog.Append(spoof, export("a", ns), expected_last_seq=0))
+        await as_admin.append(jetstream.Append(spoof, export("a", ns), expected_last_seq=0))
     await violation(logs, "publish", spoof)
 
 
@@ -819,7 +823,7 @@ async def leaf_layout(
                         storage=api.StorageType.FILE,
                     )
                 )
-                await eventlog.EventLog(hub_admin, CLUSTERSET).ensure()
+                await jetstream.EventLog(hub_admin, CLUSTERSET).ensure()
                 hub_js = hub_admin.jetstream()
                 config = (await hub_js.stream_info(STREAM)).config
                 config.sources = [
@@ -900,12 +904,12 @@ async def test_a_leaf_cannot_send_events_or_stream_requests_into_the_hub(
     async with leaf_layout(monkeypatch, extra_users=(rogue,)) as layout:
         await fill_outbox(layout, 1)
         assert await layout.reach(1, 20) == (1, 1)
-        nc = await eventlog.connect(layout.leaf.url, user="rogue", password=PASSWORDS["b"])
+        nc = await jetstream.connect(layout.leaf.url, user="rogue", password=PASSWORDS["b"])
         try:
             for subject in (
                 subjects.export(CLUSTERSET, "b", "ns", "spoof"),
                 subjects.export(CLUSTERSET, "a", "ns", "around-the-outbox"),
-                eventlog.dead_letter_subject(CLUSTERSET, "b"),
+                jetstream.dead_letter_subject(CLUSTERSET, "b"),
             ):
                 await nc.publish(subject, b"{}")
             await nc.flush()
@@ -950,7 +954,7 @@ async def test_every_grant_of_a_leaf_link_is_needed(
             p, subscribe_allow=tuple(g for g in p.subscribe_allow if g != grant)
         )
 
-    monkeypatch.setattr(natsconfig, "leaf_link_permissions", fewer)
+    monkeypatch.setattr(natsconfig.access, "leaf_link_permissions", fewer)
     async with leaf_layout(monkeypatch) as layout:
         await fill_outbox(layout)
         counts = await layout.reach(BACKLOG, 6)

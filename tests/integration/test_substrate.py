@@ -8,7 +8,8 @@ import ipaddress
 import nats
 import pytest
 
-from engine import controlplane, kube
+from engine import kube
+from engine.local import controlplane
 from tests.conftest import ClusterSet
 
 pytestmark = pytest.mark.integration

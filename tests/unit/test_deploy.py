@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from engine import controlplane, eventlog, natsconfig, subjects
+from engine import jetstream, natsconfig
+from engine.core import subjects
+from engine.local import controlplane
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -113,7 +115,7 @@ def helm_rbac_objects() -> list[Obj]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
-# helm is built with the control plane (engine/scripts/build-control-plane.sh): the test
+# helm is built with the control plane (engine/local/scripts/build-control-plane.sh): the test
 # command always has it, so these tests never skip.
 _BUILT_HELM = controlplane.bin_dir() / "helm"
 HELM = str(_BUILT_HELM) if _BUILT_HELM.exists() else shutil.which("helm")
@@ -121,7 +123,7 @@ HELM = str(_BUILT_HELM) if _BUILT_HELM.exists() else shutil.which("helm")
 
 def helm_objects() -> list[Obj]:
     """The chart rendered by helm itself, as for cluster east of clusterset prod."""
-    assert HELM is not None, "helm missing: run engine/scripts/build-control-plane.sh"
+    assert HELM is not None, "helm missing: run engine/local/scripts/build-control-plane.sh"
     out = subprocess.run(
         [
             HELM,
@@ -370,7 +372,11 @@ def test_the_example_overlay_builds_with_kustomize() -> None:
     assert properties == {"cluster.clusterset.k8s.io": "cluster-1", "clusterset.k8s.io": "prod"}
     for d in of_kind(objs, "Deployment"):
         (container,) = d["spec"]["template"]["spec"]["containers"]
-        refs = {e["valueFrom"]["configMapKeyRef"]["name"] for e in container["env"]}
+        refs = {
+            e["valueFrom"]["configMapKeyRef"]["name"]
+            for e in container["env"]
+            if "configMapKeyRef" in e["valueFrom"]
+        }
         assert refs == {config["metadata"]["name"]}
         if d["metadata"]["name"] == "mcsync-publisher":
             assert "--api-server-url=https://cluster-1.example.com:6443" in container["args"]
@@ -475,8 +481,8 @@ def allowed(perms: natsconfig.Permissions, subject: str) -> bool:
 
 def test_the_names_agree_with_the_event_log() -> None:
     assert natsconfig.stream("prod") == subjects.stream_name("prod")
-    assert natsconfig.dead_letter_stream("prod") == eventlog.dead_letter_stream("prod")
-    assert natsconfig.dead_letter_subject("prod", "east") == eventlog.dead_letter_subject(
+    assert natsconfig.dead_letter_stream("prod") == jetstream.dead_letter_stream("prod")
+    assert natsconfig.dead_letter_subject("prod", "east") == jetstream.dead_letter_subject(
         "prod", "east"
     )
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
+from engine.core import events as ev
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 

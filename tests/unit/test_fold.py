@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine import fold, inventory, mcs, subjects
+from engine.core import events as ev
+from engine.core import fold, inventory, mcs, subjects
 
 SET = "prod"
 CLUSTERS = ("east", "west", "north")

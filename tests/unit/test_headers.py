@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 
-from engine import eventlog
+from engine import jetstream
 
 # Header names: any ASCII but ':' and line breaks (clients write tokens of printable ASCII; the
 # rest, control characters and whitespace included, is what a broken or hostile writer sends).
@@ -31,7 +31,7 @@ async def test_header_blocks_parse_as_nats_py_parses_them(
 ) -> None:
     raw = [f"{a}{n}{b}:{c}{v}{c}".encode() for a, n, b, v, c in lines] + junk
     block = b"NATS/1.0\r\n" + b"".join(line + b"\r\n" for line in raw) + b"\r\n"
-    assert (eventlog.parse_headers(block) or None) == await _nats_py(block)
+    assert (jetstream.parse_headers(block) or None) == await _nats_py(block)
 
 
 @pytest.mark.parametrize(
@@ -47,4 +47,4 @@ async def test_header_blocks_parse_as_nats_py_parses_them(
     ],
 )
 async def test_edge_cases_parse_as_nats_py_parses_them(block: bytes) -> None:
-    assert (eventlog.parse_headers(block) or None) == await _nats_py(block)
+    assert (jetstream.parse_headers(block) or None) == await _nats_py(block)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine import leases
+from engine.core import events as ev
+from engine.core import leases
 
 T = leases.Timing(duration=15, renew_deadline=10, renew_interval=2, retry_interval=0.5)
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine import mcs
+from engine.core import events as ev
+from engine.core import mcs
 
 NS = "mcs-conformance-x1"
 NAME = "hello"

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, pipeline, subjects
-from engine import events as ev
+from engine import jetstream
+from engine.core import events as ev
+from engine.core import subjects
+from engine.jetstream import pipeline, wire
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -28,26 +30,26 @@ async def _nats_py_frame(subject: str, reply: str, body: bytes, headers: dict[st
 
 
 APPENDS = [
-    eventlog.Append(
+    jetstream.Append(
         subjects.export("prod", "east", "shop", "cart"),
         ev.ExportUpserted(
             cluster="east", namespace="shop", name="cart", uid="u-1", created=T0, ports=()
         ),
         expected_last_seq=41,
     ),
-    eventlog.Append(
+    jetstream.Append(
         subjects.heartbeat("prod", "west"),
         ev.Heartbeat(cluster="west", instance="i-1"),
         ttl_seconds=30,
     ),
-    eventlog.Append(
+    jetstream.Append(
         subjects.lease("prod", "east", "leader"),
         ev.LeaseReleased(cluster="east", name="leader", holder="h", token=3),
         expected_last_seq=0,
         expected_subject=subjects.lease_any_cluster("prod", "leader"),
     ),
     # Unconditional: no expected sequence at all.
-    eventlog.Append(
+    jetstream.Append(
         subjects.sync("prod", "east"),
         ev.SnapshotComplete(cluster="east", epoch=7),
     ),
@@ -56,11 +58,11 @@ APPENDS = [
 
 @pytest.mark.parametrize("a", APPENDS, ids=lambda a: type(a.event).__name__)
 async def test_the_bulk_frame_is_what_nats_py_sends_for_the_same_headers(
-    a: eventlog.Append,
+    a: jetstream.Append,
 ) -> None:
-    log = eventlog.EventLog(NATS(), "prod", clock=lambda: T0)
+    log = jetstream.EventLog(NATS(), "prod", clock=lambda: T0)
     body, headers = log._prepare(a, T0)
-    subject, block, frame_body = log._frame(a, T0, eventlog._ce_time(T0))
+    subject, block, frame_body = log._frame(a, T0, wire.ce_time(T0))
     assert (subject, frame_body) == (a.subject, body)
     # The block is the dictionary's headers in order, as NATS header lines.
     lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())

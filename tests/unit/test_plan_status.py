@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from engine import plan
+from engine.core import plan
 
 
 def cond(ctype: str, status: str = "True", **extra: Any) -> dict[str, Any]:

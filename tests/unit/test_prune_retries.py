@@ -6,8 +6,9 @@ import time
 
 from nats.aio.client import Client as NATS
 
-from engine import eventlog, plan
-from engine.errors import TransientError
+from engine import jetstream
+from engine.core import plan
+from engine.core.errors import TransientError
 from subscribers.subscriber import Subscriber, SubscriberSettings
 
 
@@ -28,7 +29,7 @@ class FlakyApi:
 def subscriber_with_a_stale_slice(api: FlakyApi, retry_for: float) -> Subscriber:
     sub = Subscriber(
         api,  # type: ignore[arg-type]
-        eventlog.EventLog(NATS(), "t"),
+        jetstream.EventLog(NATS(), "t"),
         "cluster-1",
         settings=SubscriberSettings(retry_for=retry_for),
     )

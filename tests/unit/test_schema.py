@@ -23,8 +23,9 @@ import msgspec
 import pytest
 import yaml
 
-from engine import eventlog, schema, subjects
-from engine import events as ev
+from engine import contract, jetstream
+from engine.core import events as ev
+from engine.core import subjects
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -129,7 +130,7 @@ def validate(body: bytes) -> list[str]:
     """Decode ``body`` as the engine does, then check it against the schema of its tag."""
     event = ev.decode(body)  # raises on anything the real reader refuses
     tag = ev.tag_of(type(event))
-    event_schema = schema.event_schemas()[tag]
+    event_schema = contract.event_schemas()[tag]
     assert event_schema["properties"]["type"]["const"] == tag
     return _errors(event_schema, event_schema, json.loads(body), "$")
 
@@ -161,13 +162,13 @@ def _all_refs(node: Any) -> list[str]:
 
 
 def test_committed_documents_equal_the_generated_ones() -> None:
-    stale = schema.check(DOCS)
+    stale = contract.check(DOCS)
     assert stale == [], f"out of date under docs/: {', '.join(stale)}; {RUN_ME}"
 
 
 def test_events_doc_has_a_generated_region_for_every_event_type() -> None:
-    text = (DOCS / schema.EVENTS_DOC).read_text(encoding="utf-8")
-    missing = schema.missing_regions(text)
+    text = (DOCS / contract.EVENTS_DOC).read_text(encoding="utf-8")
+    missing = contract.missing_regions(text)
     assert missing == [], (
         f"docs/events.md lacks the generated regions {missing}: add a section with "
         "<!-- BEGIN GENERATED: name --> / <!-- END GENERATED: name --> markers and prose, "
@@ -176,36 +177,36 @@ def test_events_doc_has_a_generated_region_for_every_event_type() -> None:
 
 
 def test_generation_is_deterministic_and_write_then_check_is_clean(tmp_path: Path) -> None:
-    assert schema.generate() == schema.generate()
-    written = schema.write(tmp_path)
-    assert {p.relative_to(tmp_path).as_posix() for p in written} == set(schema.generate())
-    assert schema.check(tmp_path) == []
+    assert contract.generate() == contract.generate()
+    written = contract.write(tmp_path)
+    assert {p.relative_to(tmp_path).as_posix() for p in written} == set(contract.generate())
+    assert contract.check(tmp_path) == []
     again = {p: p.read_text(encoding="utf-8") for p in written}
-    schema.write(tmp_path)
+    contract.write(tmp_path)
     assert {p: p.read_text(encoding="utf-8") for p in written} == again
 
 
 def test_check_reports_missing_changed_and_unknown_files(tmp_path: Path) -> None:
-    assert schema.check(tmp_path) == sorted(schema.generate())
-    schema.write(tmp_path)
+    assert contract.check(tmp_path) == sorted(contract.generate())
+    contract.write(tmp_path)
     (tmp_path / "asyncapi.yaml").write_text("asyncapi: 2.6.0\n", encoding="utf-8")
     (tmp_path / "schemas" / "export.upserted.v0.json").write_text("{}\n", encoding="utf-8")
-    assert schema.check(tmp_path) == ["asyncapi.yaml", "schemas/export.upserted.v0.json"]
+    assert contract.check(tmp_path) == ["asyncapi.yaml", "schemas/export.upserted.v0.json"]
 
 
 def test_check_reports_a_stale_region_of_the_events_doc(tmp_path: Path) -> None:
-    schema.write(tmp_path)
-    current = (DOCS / schema.EVENTS_DOC).read_text(encoding="utf-8")
+    contract.write(tmp_path)
+    current = (DOCS / contract.EVENTS_DOC).read_text(encoding="utf-8")
     stale = current.replace("| `cluster` | string | required |", "| `cluster` | int | no |", 1)
     assert stale != current
-    (tmp_path / schema.EVENTS_DOC).write_text(stale, encoding="utf-8")
-    assert schema.check(tmp_path) == [schema.EVENTS_DOC]
-    schema.write(tmp_path)
-    assert (tmp_path / schema.EVENTS_DOC).read_text(encoding="utf-8") == current
+    (tmp_path / contract.EVENTS_DOC).write_text(stale, encoding="utf-8")
+    assert contract.check(tmp_path) == [contract.EVENTS_DOC]
+    contract.write(tmp_path)
+    assert (tmp_path / contract.EVENTS_DOC).read_text(encoding="utf-8") == current
 
 
 def test_json_files_are_pretty_with_sorted_keys_and_a_trailing_newline() -> None:
-    for path in sorted((DOCS / schema.SCHEMAS_DIR).glob("*.json")):
+    for path in sorted((DOCS / contract.SCHEMAS_DIR).glob("*.json")):
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
         assert text == json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -215,7 +216,7 @@ def test_json_files_are_pretty_with_sorted_keys_and_a_trailing_newline() -> None
 
 
 def test_there_is_one_schema_per_event_type_titled_by_its_tag() -> None:
-    schemas = schema.event_schemas()
+    schemas = contract.event_schemas()
     assert list(schemas) == [ev.tag_of(t) for t in ev.EVENT_TYPES]
     for event_type in ev.EVENT_TYPES:
         tag = ev.tag_of(event_type)
@@ -229,13 +230,13 @@ def test_there_is_one_schema_per_event_type_titled_by_its_tag() -> None:
 
 
 def test_schemas_use_only_keywords_the_test_checker_understands() -> None:
-    for tag, s in schema.event_schemas().items():
+    for tag, s in contract.event_schemas().items():
         unknown = _keywords(s) - KNOWN_KEYWORDS
         assert not unknown, f"{tag} uses {unknown}: teach the checker in this test about them"
 
 
 def test_every_ref_of_a_schema_file_resolves_inside_it() -> None:
-    for tag, s in schema.event_schemas().items():
+    for tag, s in contract.event_schemas().items():
         for ref in _all_refs(s):
             assert ref.startswith("#/$defs/"), f"{tag}: {ref}"
             _resolve(s, ref)
@@ -313,7 +314,7 @@ def test_an_encoded_event_validates_against_its_schema(event: ev.Event) -> None:
     ],
 )
 def test_the_checker_reports_what_breaks_the_schema(change: Any, expected: str) -> None:
-    s = schema.event_schemas()["export.upserted.v1"]
+    s = contract.event_schemas()["export.upserted.v1"]
     data = json.loads(ev.encode(BUILT[1]))
     assert _errors(s, s, data, "$") == []
     change(data)
@@ -340,7 +341,7 @@ def test_the_real_reader_refuses_an_event_without_a_required_field() -> None:
 
 
 def _asyncapi() -> dict[str, Any]:
-    doc = yaml.safe_load((DOCS / schema.ASYNCAPI_FILE).read_text(encoding="utf-8"))
+    doc = yaml.safe_load((DOCS / contract.ASYNCAPI_FILE).read_text(encoding="utf-8"))
     assert isinstance(doc, dict)
     return doc
 
@@ -348,7 +349,7 @@ def _asyncapi() -> dict[str, Any]:
 def test_asyncapi_is_version_3_and_loads_back_to_the_generated_document() -> None:
     doc = _asyncapi()
     assert doc["asyncapi"] == "3.0.0"
-    assert doc == schema.asyncapi()
+    assert doc == contract.asyncapi_document()
     assert doc["servers"]["local"] == {
         "host": "localhost:4222",
         "protocol": "nats",
@@ -401,7 +402,7 @@ def test_channel_parameters_match_the_address_placeholders() -> None:
 
 def test_components_schemas_are_the_json_schemas_of_the_files() -> None:
     components = _asyncapi()["components"]["schemas"]
-    for tag, s in schema.event_schemas().items():
+    for tag, s in contract.event_schemas().items():
         body = {k: v for k, v in s.items() if k not in ("$schema", "$id", "$defs")}
         rewritten = json.loads(json.dumps(body).replace('"#/$defs/', '"#/components/schemas/'))
         assert components[tag] == rewritten
@@ -427,29 +428,29 @@ def test_channel_addresses_follow_the_subject_grammar() -> None:
         "heartbeat": subjects.heartbeat("prod", "east"),
         "lease": subjects.lease("prod", "east", "db.primary"),
     }
-    assert [c.key for c in schema.CHANNELS] == list(built)
-    for channel in schema.CHANNELS:
+    assert [c.key for c in contract.CHANNELS] == list(built)
+    for channel in contract.CHANNELS:
         assert channel.address.format(**values) == built[channel.key]
         assert subjects.parse(built[channel.key]).kind == channel.key
-    dlq = schema.DEAD_LETTER_ADDRESS.format(clusterset="prod", cluster="east")
-    assert dlq == eventlog.dead_letter_subject("prod", "east")
+    dlq = contract.DEAD_LETTER_ADDRESS.format(clusterset="prod", cluster="east")
+    assert dlq == jetstream.dead_letter_subject("prod", "east")
 
 
 def test_the_headers_the_log_writes_fit_the_headers_schema() -> None:
-    assert schema.CE_TYPE_PREFIX == eventlog.CE_TYPE_PREFIX
-    assert schema.CE_SPECVERSION == eventlog.CE_SPECVERSION
-    doc = schema.asyncapi()
+    assert contract.CE_TYPE_PREFIX == jetstream.CE_TYPE_PREFIX
+    assert contract.CE_SPECVERSION == jetstream.CE_SPECVERSION
+    doc = contract.asyncapi_document()
     headers_schema = doc["components"]["schemas"]["EventHeaders"]
     for event in BUILT:
         subject = subjects.cluster("prod", event.cluster)
         body = ev.encode(event)
         msg_id = ev.event_id(subject, 7, body)
-        headers = eventlog.headers_for(event, subject, msg_id, T0, "prod")
+        headers = jetstream.headers_for(event, subject, msg_id, T0, "prod")
         headers["Nats-Expected-Last-Subject-Sequence"] = "7"
         assert _errors(doc, headers_schema, headers, "headers", closed=False) == []
         message = doc["components"]["messages"][ev.tag_of(type(event))]
         for part in message["headers"]["allOf"]:
             assert _errors(doc, part, headers, "headers", closed=False) == []
     assert set(headers_schema["required"]) <= set(
-        eventlog.headers_for(BUILT[0], "s", "0" * 32, T0, "prod")
+        jetstream.headers_for(BUILT[0], "s", "0" * 32, T0, "prod")
     )

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import subjects
+from engine.core import subjects
 
 TOKEN = re.compile(r"^[A-Za-z0-9_~-]+$")
 

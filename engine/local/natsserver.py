@@ -21,8 +21,8 @@ from types import TracebackType
 
 import aiohttp
 
-from engine import procs
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
+from engine.local import procs
 
 MIN_VERSION = (2, 11, 0)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
-from engine import events as ev
-from engine import fold, mcs
+from engine.core import events as ev
+from engine.core import fold, mcs
 
 StalenessPolicy = Literal["withdraw", "keep"]
 

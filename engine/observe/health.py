@@ -2,7 +2,8 @@
 
 ``/healthz`` answers 200 while every task of the process is running, ``/readyz`` once the
 components have bootstrapped (the subscriber: caught up with the log and first full reconcile
-done), and ``/metrics`` serves the Prometheus registry.
+done) and NATS is reachable, saying why when it is not, and ``/metrics`` serves the Prometheus
+registry.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ class HealthServer:
         ready: Callable[[], bool],
         host: str = "0.0.0.0",  # a pod serves its probes on all interfaces
         port: int = 8080,
+        why_not_ready: Callable[[], str | None] | None = None,
     ) -> None:
         self.registry = registry
         self.alive = alive
         self.ready = ready
+        self.why_not_ready = why_not_ready
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -34,8 +37,10 @@ class HealthServer:
         return web.Response(status=200 if ok else 503, text="ok\n" if ok else "failing\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        ok = self.ready()
-        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "not ready\n")
+        if self.ready():
+            return web.Response(status=200, text="ready\n")
+        why = self.why_not_ready() if self.why_not_ready is not None else None
+        return web.Response(status=503, text=f"not ready: {why}\n" if why else "not ready\n")
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

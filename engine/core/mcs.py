@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from engine import events as ev
+from engine.core import events as ev
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 

@@ -26,7 +26,23 @@ class ConfigError(PermanentError):
 
 
 class DecodeError(PermanentError):
-    """A message on the log is not a valid mcsync event."""
+    """A message on the log is not a usable mcsync event.
+
+    ``kind`` says why, for counting and for the rules readers apply:
+
+    * ``invalid`` - not an mcsync event at all (garbage, wrong field types, missing headers);
+    * ``unknown-version`` - an event type or version this reader does not know (a newer writer);
+    * ``refused`` - a valid event that may not stand on its subject (it speaks for another
+      cluster, or describes another key).
+
+    Whatever the kind, the message never replaces the last usable state of its subject.
+    """
+
+    KINDS = ("invalid", "unknown-version", "refused")
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ConflictError(PermanentError):

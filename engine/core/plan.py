@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from engine import events as ev
-from engine import mcs
+from engine.core import events as ev
+from engine.core import mcs
 
 Obj = dict[str, Any]
 Kind = Literal[

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from engine import events as ev
+from engine.core import events as ev
 
 ActionKind = Literal["acquire", "renew", "wait"]
 

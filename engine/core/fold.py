@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from engine import events as ev
-from engine import subjects
+from engine.core import events as ev
+from engine.core import subjects
 
 
 class Envelope(NamedTuple):
@@ -117,6 +117,25 @@ class ClusterSetState:
         return msgspec.json.encode(doc, order="sorted")
 
 
+def refusal(subject: str, event: ev.Event) -> str | None:
+    """Why ``event`` may not stand on ``subject`` (None: it may).
+
+    An event must sit on the subject of the key it describes, written by the cluster it speaks
+    for: a cluster speaks only for itself, and one key has one subject. Readers treat a refused
+    event like one that does not decode: it never replaces the key's last usable state.
+    """
+    try:
+        parsed = subjects.parse(subject)
+    except ValueError:
+        return "the subject is outside the grammar"
+    kind, key_of, _ = _RULES[type(event)]
+    if event.cluster != parsed.cluster:
+        return f"the event speaks for cluster {event.cluster!r} on {parsed.cluster!r}'s subject"
+    if kind != parsed.kind or (key_of is not None and key_of(event) != parsed.parts):
+        return f"a {ev.tag_of(type(event))} event does not describe this subject's key"
+    return None
+
+
 def apply(state: ClusterSetState, env: Envelope) -> bool:
     """Fold one envelope into ``state``; return whether it changed anything."""
     subject = env.subject
@@ -136,7 +155,7 @@ def apply(state: ClusterSetState, env: Envelope) -> bool:
         or kind != parsed.kind
         or (key_of is not None and key_of(event) != parsed.parts)
     ):
-        state.counters.refused += 1  # an event must sit on the subject of the key it describes
+        state.counters.refused += 1  # see refusal()
         return False
     state.last_seq[subject] = seq
     state.position = max(state.position, seq)

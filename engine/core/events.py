@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
@@ -149,6 +150,10 @@ class ClusterJoined(Event, frozen=True, tag="cluster.joined.v1"):
     observed: AwareDatetime | None = None
     """When the publisher read these properties from the member (ClusterProfile
     ``lastObservedTime``)."""
+    reads: tuple[str, ...] = ()
+    """The event tags this member's mcsync reads. A writer uses a newer version of an event only
+    once every member lists it (:mod:`engine.core.evolution`); empty from members older than this
+    field, which read the ``v1`` tags."""
 
 
 class ClusterUpdated(ClusterJoined, frozen=True, tag="cluster.updated.v1"):
@@ -262,6 +267,30 @@ def decode(data: bytes) -> AnyEvent:
         raise msgspec.ValidationError(f"event of {len(data)} bytes exceeds {MAX_EVENT_BYTES}")
     event: AnyEvent = _decoder.decode(data)
     return event
+
+
+_TAG = re.compile(r"[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*\.v[0-9]+")
+_KNOWN_TAGS: Final = frozenset(tag_of(t) for t in EVENT_TYPES)
+
+
+def unknown_tag(data: bytes) -> str | None:
+    """The ``type`` of a body that is a JSON object tagged with a well-formed tag this reader
+    does not know (``export.upserted.v2`` from a newer writer); None for anything else."""
+    try:
+        head = _probe.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    tag = head.type
+    if isinstance(tag, str) and tag not in _KNOWN_TAGS and _TAG.fullmatch(tag):
+        return tag
+    return None
+
+
+class _Tagged(msgspec.Struct):
+    type: object = None
+
+
+_probe: Final = msgspec.json.Decoder(_Tagged)
 
 
 def event_id(subject: str, previous_seq: int, body: bytes) -> str:

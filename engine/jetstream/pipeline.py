@@ -107,7 +107,12 @@ class Pipeline:
             except (msgspec.DecodeError, msgspec.ValidationError):
                 outcome = NoAck(f"unreadable acknowledgement {msg.data[:200]!r}")
             else:
-                outcome = ack.error if ack.error is not None else ack.seq
+                if ack.error is not None:
+                    outcome = ack.error
+                elif ack.duplicate:  # never ours to accept: the single-append path checks it
+                    outcome = NoAck("acked as a duplicate")
+                else:
+                    outcome = ack.seq
         batch.outcomes[i] = outcome
         batch.remaining -= 1
         if batch.remaining == 0:

@@ -1,14 +1,14 @@
 """Local Kubernetes control planes: one etcd, N real kube-apiservers, one per simulated cluster.
 
-No registry ships ``kube-apiserver``, so :func:`ensure_binaries` builds it (and etcd, and
-kube-controller-manager) from the Go module proxy into a versioned cache outside any repository,
-once; later calls reuse the build. :class:`LocalClusters` then starts one etcd on tmpfs and one
-apiserver per cluster, each with its own ``--etcd-prefix``, serving port, self-signed serving
-certificate, static admin token, service-account key and service IP range, with RBAC on. It
-waits until each serves, writes a kubeconfig per cluster, and stops everything on exit.
+No registry ships ``kube-apiserver``, so :func:`ensure_binaries` builds it and etcd from the Go
+module proxy into a versioned cache outside any repository, once; later calls reuse the build.
+:class:`LocalClusters` then starts one etcd on tmpfs and one apiserver per cluster, each with
+its own ``--etcd-prefix``, serving port, self-signed serving certificate, static admin token,
+service-account key and service IP range, with RBAC on. It waits until each serves, writes a
+kubeconfig per cluster, and stops everything on exit.
 
-There is no kube-controller-manager unless asked for (``controllers=True``): namespaces then
-never finish deleting and nothing is garbage-collected, so mcsync deletes what it owns itself.
+There is no kube-controller-manager: namespaces never finish deleting and nothing is
+garbage-collected, so mcsync deletes what it owns itself.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from typing import Any
 import aiohttp
 import yaml
 
-from engine import procs
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
+from engine.local import procs
 
 K8S_VERSION = os.environ.get("MCSYNC_K8S_VERSION", "v1.36.3")
 ETCD_VERSION = os.environ.get("MCSYNC_ETCD_VERSION", "v3.6.16")
-BINARIES = ("kube-apiserver", "kube-controller-manager", "etcd", "helm")
+BINARIES = ("kube-apiserver", "etcd")
+"""What a control plane runs (the build script makes kube-controller-manager, helm on request)."""
 
 
 def cache_root() -> Path:
@@ -69,12 +70,12 @@ def ensure_binaries(quiet: bool = False) -> Path:
         raise ConfigError(
             "kube-apiserver and etcd are not built yet, and building them needs Go (>= 1.26), "
             "which is not on PATH. Install Go, or set MCSYNC_K8S_BIN to a directory holding "
-            "kube-apiserver, kube-controller-manager and etcd."
+            "kube-apiserver and etcd."
         )
-    script = resources.files("engine") / "scripts" / "build-control-plane.sh"
+    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
     with resources.as_file(script) as path:
         result = subprocess.run(
-            ["bash", str(path)],
+            ["bash", str(path), *BINARIES],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL if quiet else None,
             text=True,

@@ -28,6 +28,19 @@ class Metrics:
         self.dead_letters = Counter(
             "mcsync_dead_letters", "Messages set aside as undecodable", ["cluster"], registry=r
         )
+        self.unusable = Counter(
+            "mcsync_events_unusable",
+            "Messages that are not usable events, by kind: invalid, unknown-version (a newer "
+            "writer: version skew), refused (speaks for another cluster or key)",
+            ["cluster", "kind"],
+            registry=r,
+        )
+        self.readbacks = Counter(
+            "mcsync_readbacks",
+            "Subjects whose last usable event was read back behind an unusable last message",
+            ["cluster"],
+            registry=r,
+        )
         self.refused = Counter(
             "mcsync_events_refused",
             "Events refused by the fold (foreign cluster, wrong subject)",

@@ -1,0 +1,115 @@
+"""Provisioning of the clusterset's stream and its dead-letter stream.
+
+The stream is the log: file storage, delete and purge denied, direct get, per-message TTL and a
+duplicate window. Provisioning is idempotent (create, or bring the config up to date) and waits
+for a forming JetStream cluster to elect its meta leader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext, api
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from engine.core import events as ev
+from engine.core import subjects
+from engine.core.errors import ConfigError, TransientError
+from engine.jetstream import connection
+
+NO_SUITABLE_PEERS: Final = 10005
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the clusterset's stream is provisioned."""
+
+    replicas: int = 1
+    """JetStream replicas (1, or 3/5 on a clustered server)."""
+    max_age_seconds: float = 0
+    """Drop events older than this (0 keeps history forever)."""
+    duplicate_window_seconds: float = 120
+    """How long JetStream remembers ``Nats-Msg-Id``s to drop re-published events."""
+    max_msg_size: int = ev.MAX_EVENT_BYTES
+
+
+def dead_letter_subject(clusterset: str, cluster: str) -> str:
+    return f"mcsyncdlq.{clusterset}.{cluster}"
+
+
+def dead_letter_stream(clusterset: str) -> str:
+    return "MCSYNCDLQ_" + subjects.stream_name(clusterset).removeprefix("MCSYNC_")
+
+
+async def ensure_stream(js: JetStreamContext, clusterset: str, settings: StreamSettings) -> None:
+    """Create the clusterset's stream (and its dead-letter stream) or bring their config up."""
+    main = api.StreamConfig(
+        name=subjects.stream_name(clusterset),
+        description=f"mcsync event log of clusterset {clusterset}",
+        subjects=[subjects.all_subjects(clusterset)],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=settings.max_age_seconds,
+        duplicate_window=settings.duplicate_window_seconds,
+        max_msg_size=settings.max_msg_size,
+        discard=api.DiscardPolicy.OLD,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+    )
+    dlq = api.StreamConfig(
+        name=dead_letter_stream(clusterset),
+        description=f"mcsync messages of clusterset {clusterset} that did not decode",
+        subjects=[f"mcsyncdlq.{clusterset}.>"],
+        storage=api.StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=7 * 24 * 3600,
+        max_msgs=100_000,
+    )
+    try:
+        for cfg in (main, dlq):
+            await _provision(js, cfg)
+    except TransientError as exc:
+        raise ConfigError(
+            f"could not provision stream {main.name}: {exc}. If NATS permissions forbid this "
+            "user to create streams, run `mcsync stream ensure` with the admin user and start "
+            "with --no-create-stream."
+        ) from exc
+
+
+async def _provision(js: JetStreamContext, cfg: api.StreamConfig) -> None:
+    """Create (or update) one stream; a forming JetStream cluster is waited for."""
+    # A JetStream cluster that just started may not have elected its meta leader yet.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_delay(30),
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
+        reraise=True,
+    ):
+        with attempt:
+            try:
+                await js.add_stream(cfg)
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code == NO_SUITABLE_PEERS:  # a forming cluster: not yet
+                    raise TransientError(f"provisioning {cfg.name}: {exc}") from exc
+                if exc.err_code != 10058:  # name in use with another config: update it
+                    raise
+                await js.update_stream(cfg)
+            except Exception as exc:
+                if connection.is_transient(exc):
+                    raise TransientError(f"provisioning {cfg.name} failed: {exc!r}") from exc
+                raise
+
+
+# --- encoding ------------------------------------------------------------------------------

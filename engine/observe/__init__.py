@@ -1,0 +1,1 @@
+"""How mcsync processes are observed: structured logs, Prometheus metrics, health endpoints."""

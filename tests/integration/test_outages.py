@@ -1,0 +1,292 @@
+"""Fail static: an outage of the sync plane withdraws nothing, and recovery needs nobody.
+
+Each test runs real publishers and subscribers on real apiservers against a nats-server of its
+own, then takes the log away from everyone (the hub down) or from one member (its connection
+cut by a proxy), samples every cluster's objects all through the outage, and checks what comes
+back. The rows of the situation table in docs/architecture.md are tested here (a member that
+dies is tested in test_inventory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine import kube, runner
+from engine.local import procs
+from engine.local.natsserver import NatsServer
+from tests.conftest import ClusterSet
+from tests.integration.conftest import (
+    Members,
+    endpoint_slice,
+    eventually,
+    get_import,
+    hello_export,
+    hello_service,
+    mcs_slices,
+)
+from tests.integration.test_inventory import FAST, LEASE, start_all
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_namespaces")]
+
+OUTAGE = 60.0
+
+
+class _Half(asyncio.Protocol):
+    """One side of a proxied connection: what it receives goes to its peer."""
+
+    def __init__(self, cut: Cut) -> None:
+        self.cut = cut
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.cut.transports.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.cut.transports.discard(self.transport)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class _Client(_Half):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.cut.open:
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return
+        self.cut.tasks.add(asyncio.get_running_loop().create_task(self._dial()))
+
+    async def _dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, up = await loop.create_connection(
+                lambda: _Half(self.cut), "127.0.0.1", self.cut.upstream_port
+            )
+        except OSError:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        up.peer, self.peer = self, up
+        assert up.transport is not None
+        for data in self.pending:
+            up.transport.write(data)
+        self.pending.clear()
+
+
+class Cut:
+    """A TCP proxy in front of the nats-server whose connections can be cut and let through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = procs.free_port()
+        self.open = True
+        self.transports: set[asyncio.Transport] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Client(self), "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Reset every connection and refuse new ones (a network partition): the port stops
+        listening, so a reconnect is refused as by an unreachable server."""
+        self.open = False
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for transport in list(self.transports):
+            transport.abort()
+
+    async def heal(self) -> None:
+        self.open = True
+        await self.start()
+
+    async def stop(self) -> None:
+        await self.cut()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def hub(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    async with NatsServer(store_dir=tmp_path / "hub") as server:
+        yield server
+
+
+async def snapshot(members: Members, cluster: str, ns: str) -> tuple[object, ...]:
+    imp = await get_import(members.cs, cluster, ns)
+    slices = await mcs_slices(members.cs, cluster, ns)
+    return (
+        (imp or {}).get("spec"),
+        sorted(
+            (s["metadata"]["name"], str(s.get("endpoints")), str(s.get("ports"))) for s in slices
+        ),
+    )
+
+
+async def exported(members: Members, ns: str, cluster: str, addresses: list[str]) -> None:
+    k = members.cs[cluster].kube
+    await k.create(kube.SERVICES, hello_service(ns))
+    await k.create(kube.SERVICE_EXPORTS, hello_export(ns))
+    await k.create(kube.ENDPOINT_SLICES, endpoint_slice(ns, "hello", "hello-1", addresses))
+
+
+async def everywhere(members: Members, ns: str, want: int) -> bool:
+    """Every cluster has the import with ``want`` endpoints in its MCS slices."""
+    for c in members.cs.clusters:
+        slices = await mcs_slices(members.cs, c.name, ns)
+        if sum(len(s.get("endpoints") or []) for s in slices) != want:
+            return False
+        if await get_import(members.cs, c.name, ns) is None:
+            return False
+    return True
+
+
+def writes(m: runner.Member) -> int:
+    return m.k8s.writes
+
+
+async def test_the_hub_down_for_a_minute_changes_nothing_and_recovery_is_quick(
+    members: Members, namespace: str, hub: NatsServer
+) -> None:
+    members.cs = ClusterSet(members.cs.clusters, members.cs.local, hub, members.cs.by_name)
+    await start_all(members)
+    await exported(members, namespace, "cluster-1", ["10.1.0.1", "10.1.0.2"])
+    await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
+    await asyncio.sleep(1.5)  # the last status writes land
+    names = [c.name for c in members.cs.clusters]
+    before = {c: await snapshot(members, c, namespace) for c in names}
+    writes_before = {c: writes(members.members[c]) for c in names}
+
+    hub.stop()
+    down = time.monotonic()
+    changed_during = False
+    while time.monotonic() - down < OUTAGE:
+        for c in names:
+            assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
+        assert all(m.alive() for m in members.members.values()), "a process exited"
+        if not changed_during and time.monotonic() - down > OUTAGE / 2:
+            # A change in cluster-1 while the log is away: one more endpoint.
+            k = members.cs["cluster-1"].kube
+            await k.create(
+                kube.ENDPOINT_SLICES,
+                endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"]),
+            )
+            changed_during = True
+        await asyncio.sleep(1.0)
+    for c in ("cluster-2", "cluster-3"):
+        assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
+    reasons = [m.not_ready_because() for m in members.members.values()]
+    assert all(r is not None and "NATS" in r for r in reasons), reasons
+
+    await hub.restart()
+    back = time.monotonic()
+    await eventually(lambda: everywhere(members, namespace, 3), timeout=30, interval=0.1)
+    recovered = time.monotonic() - back
+    assert recovered <= 5.0 + 2.0, f"the change took {recovered:.1f} s after the hub returned"
+    await eventually(
+        lambda: asyncio.sleep(0, all(m.is_ready() for m in members.members.values())),
+        timeout=30,
+    )
+
+
+async def test_a_member_cut_off_is_stale_elsewhere_and_keeps_everything_itself(
+    members: Members, namespace: str, hub: NatsServer
+) -> None:
+    cut = Cut(hub.port)
+    await cut.start()
+    try:
+        members.cs = ClusterSet(members.cs.clusters, members.cs.local, hub, members.cs.by_name)
+        for c in ("cluster-1", "cluster-2"):
+            await members.start(c, **FAST)
+        # cluster-3 reaches NATS only through the proxy.
+        m3 = members.new("cluster-3", **FAST)
+        m3.nats_url = cut.url
+        await m3.start()
+        await m3.wait_ready()
+        members.members["cluster-3"] = m3
+        await exported(members, namespace, "cluster-1", ["10.1.0.1"])
+        k3 = members.cs["cluster-3"].kube
+        await k3.create(kube.SERVICES, hello_service(namespace))
+        await k3.create(kube.SERVICE_EXPORTS, hello_export(namespace))
+        await k3.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-3", ["10.3.0.1"])
+        )
+        await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
+        await asyncio.sleep(1.5)
+        mine = await snapshot(members, "cluster-3", namespace)
+
+        await cut.cut()
+        # Elsewhere, the log shows cluster-3 silent while others heartbeat: after its lease its
+        # endpoints leave the other clusters (the staleness policy), cluster-1's stay.
+        for c in ("cluster-1", "cluster-2"):
+            await eventually(
+                functools.partial(_endpoints_from, members, c, namespace, "cluster-3", 0),
+                timeout=LEASE + 10,
+            )
+            assert await _endpoints_from(members, c, namespace, "cluster-1", 1)
+        # cluster-3 itself sees no log at all: it withdraws nothing, for many leases.
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4 * LEASE:
+            assert await snapshot(members, "cluster-3", namespace) == mine
+            assert m3.alive()
+            await asyncio.sleep(0.5)
+
+        await cut.heal()
+        await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
+    finally:
+        await cut.stop()
+
+
+async def _endpoints_from(members: Members, cluster: str, ns: str, source: str, count: int) -> bool:
+    slices = await mcs_slices(members.cs, cluster, ns)
+    n = sum(
+        len(s.get("endpoints") or [])
+        for s in slices
+        if s["metadata"]["labels"].get("multicluster.kubernetes.io/source-cluster") == source
+    )
+    return n == count
+
+
+async def test_a_member_started_while_nats_is_away_waits_for_it(
+    members: Members, hub: NatsServer
+) -> None:
+    members.cs = ClusterSet(members.cs.clusters, members.cs.local, hub, members.cs.by_name)
+    hub.stop()
+    m = members.new("cluster-1", **FAST)
+    starting = asyncio.create_task(m.start())
+    try:
+        await asyncio.sleep(3.0)
+        assert not starting.done(), "start gave up while NATS was away"
+        reason = m.not_ready_because()
+        assert reason is not None and "NATS" in reason
+        await hub.restart()
+        await asyncio.wait_for(starting, 30)
+        await m.wait_ready(30)
+        assert m.is_ready()
+    finally:
+        starting.cancel()
+        await m.stop()
