@@ -95,6 +95,7 @@ async def run(
     credentials: str | None,
     user: str | None = None,
     password: str | None = None,
+    tls: jetstream.Tls | None = None,
     since: datetime | None,
     until: datetime | None,
     from_seq: int | None,
@@ -110,7 +111,12 @@ async def run(
         ns, _, name = service.partition("/")
         key = (ns, name)
     nc = await jetstream.connect(
-        nats_url, name="mcsync-replay", credentials=credentials, user=user, password=password
+        nats_url,
+        name="mcsync-replay",
+        credentials=credentials,
+        user=user,
+        password=password,
+        tls=tls,
     )
     try:
         log = jetstream.EventLog(nc, clusterset)

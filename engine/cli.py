@@ -97,6 +97,7 @@ async def _serve(
         nats_credentials=nats.credentials,
         nats_user=nats.nats_user,
         nats_password=nats.password,
+        nats_tls=nats.tls,
         create_stream=member_opts.create_stream,
     )
     if reporter is not None:
@@ -312,6 +313,7 @@ def replay(
             credentials=nats.credentials,
             user=nats.nats_user,
             password=nats.password,
+            tls=nats.tls,
             since=since,
             until=until,
             from_seq=from_seq,
@@ -355,6 +357,7 @@ def stream_ensure(
             credentials=nats.credentials,
             user=nats.nats_user,
             password=nats.password,
+            tls=nats.tls,
         )
         try:
             await jetstream.EventLog(nc, clusterset).ensure(
@@ -419,6 +422,7 @@ def lease_run(
             credentials=nats.credentials,
             user=nats.nats_user,
             password=nats.password,
+            tls=nats.tls,
             clusterset=clusterset,
             cluster=cluster,
             name=name,

@@ -25,6 +25,7 @@ async def run(
     credentials: str | None,
     user: str | None = None,
     password: str | None = None,
+    tls: jetstream.Tls | None = None,
     clusterset: str,
     cluster: str,
     name: str,
@@ -40,6 +41,7 @@ async def run(
         credentials=credentials,
         user=user,
         password=password,
+        tls=tls,
     )
     elog = jetstream.EventLog(nc, clusterset)
     if create_stream:

@@ -16,9 +16,12 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from engine import jetstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,30 @@ class Nats:
         Path | None,
         typer.Option(envvar="MCSYNC_NATS_PASSWORD_FILE", help="File holding the NATS password."),
     ] = None
+
+    nats_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MCSYNC_NATS_CA_FILE",
+            help="PEM file of the CA that signed the NATS server's certificate (tls://).",
+        ),
+    ] = None
+    nats_cert_file: Annotated[
+        Path | None,
+        typer.Option(envvar="MCSYNC_NATS_CERT_FILE", help="Client certificate for mutual TLS."),
+    ] = None
+    nats_key_file: Annotated[
+        Path | None,
+        typer.Option(envvar="MCSYNC_NATS_KEY_FILE", help="Key of that client certificate."),
+    ] = None
+
+    @property
+    def tls(self) -> jetstream.Tls | None:
+        if self.nats_ca_file is None and self.nats_cert_file is None and self.nats_key_file is None:
+            return None
+        from engine import jetstream  # lazily: `mcsync --help` does not load the NATS client
+
+        return jetstream.Tls(self.nats_ca_file, self.nats_cert_file, self.nats_key_file)
 
     @property
     def credentials(self) -> str | None:

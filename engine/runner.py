@@ -51,6 +51,7 @@ class Member:
     nats_credentials: str | None = None
     nats_user: str | None = None
     nats_password: str | None = None
+    nats_tls: jetstream.Tls | None = None
     create_stream: bool = True
     stream: jetstream.StreamSettings = field(default_factory=jetstream.StreamSettings)
     publisher_settings: PublisherSettings = field(default_factory=PublisherSettings)
@@ -106,6 +107,7 @@ class Member:
                     credentials=self.nats_credentials,
                     user=self.nats_user,
                     password=self.nats_password,
+                    tls=self.nats_tls,
                 )
             except Exception as exc:
                 if not (jetstream.is_transient(exc) or isinstance(exc, OSError | NoServersError)):

@@ -52,7 +52,11 @@ class ProfileSync:
         self._log = log.bind(cluster=cluster, namespace=namespace)
 
     async def reconcile(
-        self, state: fold.ClusterSetState, now: datetime, namespace_exists: bool
+        self,
+        state: fold.ClusterSetState,
+        now: datetime,
+        namespace_exists: bool,
+        since: datetime | None = None,
     ) -> None:
         """Make the profiles match the members at ``now``."""
         if not namespace_exists:
@@ -65,7 +69,7 @@ class ProfileSync:
             return
         self._warned_namespace = False
         desired = {
-            c: inventory.profile(c, rec, self.namespace, now, self.lease)
+            c: inventory.profile(c, rec, self.namespace, now, self.lease, since)
             for c, rec in inventory.members(state).items()
         }
         stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -145,6 +145,7 @@ class Subscriber:
         )
         self._leases_dirty = True
         self._log_time: datetime | None = None
+        self._resumed_at: datetime | None = None
         self._log_mono = 0.0
         self._admitted: frozenset[str] = frozenset()
         self._members: frozenset[str] = frozenset()
@@ -177,7 +178,7 @@ class Subscriber:
 
     def admitted(self) -> frozenset[str]:
         return inventory.admitted(
-            self.state, self.now(), self.lease, self.settings.staleness_policy
+            self.state, self.now(), self.lease, self.settings.staleness_policy, self._resumed_at
         )
 
     # --- inputs ----------------------------------------------------------------------------
@@ -203,6 +204,18 @@ class Subscriber:
     def _on_event(self, env: folding.Envelope) -> None:
         event = env.event
         if self._log_time is None or env.time > self._log_time:
+            if (
+                self._log_time is not None
+                and self.follower.caught_up.is_set()
+                and env.time - self._log_time > self.lease / 2
+            ):
+                # The log itself was silent (its server away): nobody's silence counts before
+                # it came back, or every member would look dead for the moment between the
+                # first heartbeat after the return and the others'.
+                self._resumed_at = env.time
+                self._log.info(
+                    "log.resumed", silent_seconds=round((env.time - self._log_time).total_seconds())
+                )
             self._log_time = env.time
             self._log_mono = time.monotonic()
         self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
@@ -257,7 +270,7 @@ class Subscriber:
                 )
         health: dict[str, tuple[str, bool]] = {
             c: (
-                inventory.health(r, now, self.lease).status,
+                inventory.health(r, now, self.lease, self._resumed_at).status,
                 inventory.duplicate(r, now, self.lease),
             )
             for c, r in inventory.members(self.state).items()
@@ -475,6 +488,7 @@ class Subscriber:
                     self.state,
                     self.now(),
                     self.namespaces.get("", self.settings.inventory_namespace) is not None,
+                    self._resumed_at,
                 )
             except TransientError as exc:
                 self._log.warning("profiles.retry", error=str(exc)[:300])

@@ -45,11 +45,18 @@ def is_member(rec: fold.ClusterRecord) -> bool:
     return rec.info is not None and not rec.left
 
 
-def health(rec: fold.ClusterRecord, now: datetime, lease: timedelta) -> MemberHealth:
-    """The ``ControlPlaneHealthy`` condition of one member at ``now``."""
+def health(
+    rec: fold.ClusterRecord, now: datetime, lease: timedelta, since: datetime | None = None
+) -> MemberHealth:
+    """The ``ControlPlaneHealthy`` condition of one member at ``now``.
+
+    ``since``: the log came back at this time after a silence of its own (its server away), so
+    no member's silence counts before it: the log held nothing from anyone.
+    """
     if rec.last_heartbeat is None or rec.last_heartbeat_at is None:
         return MemberHealth("Unknown", "NoHeartbeat", "No heartbeat received from the member yet")
-    age = now - rec.last_heartbeat_at
+    last = rec.last_heartbeat_at if since is None else max(rec.last_heartbeat_at, since)
+    age = now - last
     if age > lease:
         return MemberHealth(
             "Unknown",
@@ -66,14 +73,18 @@ def health(rec: fold.ClusterRecord, now: datetime, lease: timedelta) -> MemberHe
 
 
 def admitted(
-    state: fold.ClusterSetState, now: datetime, lease: timedelta, policy: StalenessPolicy
+    state: fold.ClusterSetState,
+    now: datetime,
+    lease: timedelta,
+    policy: StalenessPolicy,
+    since: datetime | None = None,
 ) -> frozenset[str]:
     """The clusters allowed to contribute exports and endpoints at ``now``."""
     out = set()
     for cluster, rec in state.clusters.items():
         if rec.left:
             continue
-        if policy == "keep" or health(rec, now, lease).status != "Unknown":
+        if policy == "keep" or health(rec, now, lease, since).status != "Unknown":
             out.add(cluster)
     return frozenset(out)
 
@@ -97,11 +108,12 @@ def profile(
     namespace: str,
     now: datetime,
     lease: timedelta,
+    since: datetime | None = None,
 ) -> dict[str, Any]:
     """The desired ClusterProfile of one member (spec and status, without transition times)."""
     info = rec.info
     assert info is not None
-    h = health(rec, now, lease)
+    h = health(rec, now, lease, since)
     conditions: list[dict[str, Any]] = [
         {
             "type": "ControlPlaneHealthy",

@@ -13,7 +13,7 @@ them may move.
   reach into nats-py's internals (hence its pinned minor version).
 """
 
-from engine.jetstream.connection import close, connect, is_transient
+from engine.jetstream.connection import Tls, close, connect, is_transient
 from engine.jetstream.eventlog import Append, EventLog, Replayed
 from engine.jetstream.follower import Follower
 from engine.jetstream.streams import (
@@ -38,6 +38,7 @@ __all__ = [
     "Follower",
     "Replayed",
     "StreamSettings",
+    "Tls",
     "close",
     "connect",
     "dead_letter_stream",

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -17,9 +20,34 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 
+from engine.core.errors import ConfigError
 from engine.observe import logs
 
 log = logs.get("mcsync.nats")
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS to NATS: the CA that signed the server's certificate, and for mutual TLS this
+    client's certificate and key. Files only: secrets are mounted, never passed as values."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The client's SSL context; a missing or unreadable file is a :class:`ConfigError`."""
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("NATS TLS: give both the client certificate and its key, or neither")
+        try:
+            ctx = ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+            if self.cert_file is not None and self.key_file is not None:
+                ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"NATS TLS: cannot load the CA or client certificate: {exc}") from exc
+        return ctx
 
 
 async def connect(
@@ -29,11 +57,21 @@ async def connect(
     user: str | None = None,
     password: str | None = None,
     on_state: Callable[[str], None] | None = None,
+    tls: Tls | None = None,
 ) -> NATS:
-    """Connect with reconnects that never give up."""
+    """Connect with reconnects that never give up.
+
+    A TLS failure before the first connection (an unknown CA, a refused client certificate)
+    is a configuration error and raised at once, instead of being retried forever.
+    """
+    loop = asyncio.get_running_loop()
+    tls_failed: asyncio.Future[BaseException] = loop.create_future()
+    connected = False
 
     async def error_cb(exc: Exception) -> None:
         log.warning("nats.error", error=repr(exc))
+        if isinstance(exc, ssl.SSLError) and not connected and not tls_failed.done():
+            tls_failed.set_result(exc)
 
     async def disconnected_cb() -> None:
         log.info("nats.disconnected")
@@ -51,8 +89,47 @@ async def connect(
     if user:
         kwargs["user"] = user
         kwargs["password"] = password
+    if tls is not None:
+        kwargs["tls"] = tls.context()
+    connecting = asyncio.ensure_future(
+        _connect(servers, name, error_cb, disconnected_cb, reconnected_cb, kwargs)
+    )
+    try:
+        waiters: set[asyncio.Future[Any]] = {connecting, tls_failed}
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        connecting.cancel()
+        raise
+    failure: BaseException
+    if connecting.done():
+        try:
+            nc = connecting.result()
+        except ssl.SSLError as exc:
+            failure = exc
+        else:
+            connected = True
+            return nc
+    else:
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        failure = tls_failed.result()
+    raise ConfigError(
+        f"TLS with NATS failed: {failure}. Check --nats-ca-file (the CA that signed the "
+        "server's certificate) and, for mutual TLS, --nats-cert-file and --nats-key-file."
+    ) from failure
+
+
+async def _connect(
+    servers: str | Sequence[str],
+    name: str,
+    error_cb: Callable[[Exception], Any],
+    disconnected_cb: Callable[[], Any],
+    reconnected_cb: Callable[[], Any],
+    kwargs: dict[str, Any],
+) -> NATS:
     return await nats.connect(
-        servers=[servers] if isinstance(servers, str) else list(servers),
+        servers=_urls(servers),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -68,6 +145,13 @@ async def connect(
         reconnected_cb=reconnected_cb,
         **kwargs,
     )
+
+
+def _urls(servers: str | Sequence[str]) -> list[str]:
+    """Server URLs from a list or a comma-separated string (``--nats-url a,b,c``)."""
+    if isinstance(servers, str):
+        return [u.strip() for u in servers.split(",") if u.strip()]
+    return list(servers)
 
 
 async def close(nc: NATS, timeout: float = 5.0) -> None:

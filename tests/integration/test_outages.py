@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import kube, runner
+from engine import jetstream, kube, runner
 from engine.local import procs
-from engine.local.natsserver import NatsServer
+from engine.local.natsserver import NatsCluster, NatsServer
 from tests.conftest import ClusterSet
 from tests.integration.conftest import (
     Members,
@@ -290,3 +290,35 @@ async def test_a_member_started_while_nats_is_away_waits_for_it(
     finally:
         starting.cancel()
         await m.stop()
+
+
+async def test_a_three_node_hub_losing_a_node_changes_nothing(
+    members: Members, namespace: str
+) -> None:
+    async with NatsCluster(3) as cluster:
+        url = ",".join(cluster.urls)  # as --nats-url takes them
+        for name in ("cluster-1", "cluster-2", "cluster-3"):
+            m = members.new(name, **FAST, stream=jetstream.StreamSettings(replicas=3))
+            m.nats_url = url
+            await m.start()
+            await m.wait_ready(60)
+            members.members[name] = m
+        await exported(members, namespace, "cluster-1", ["10.1.0.1"])
+        await eventually(lambda: everywhere(members, namespace, 1), timeout=30)
+        await asyncio.sleep(1.5)
+        names = [c.name for c in members.cs.clusters]
+        before = {c: await snapshot(members, c, namespace) for c in names}
+
+        cluster.servers[0].stop()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3 * LEASE:
+            for c in names:
+                assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
+            assert all(m.alive() for m in members.members.values())
+            await asyncio.sleep(0.5)
+        # The two remaining nodes keep the log: a change still goes through.
+        await members.cs["cluster-1"].kube.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.2"])
+        )
+        await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
+        await members.stop_all()

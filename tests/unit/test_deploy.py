@@ -44,7 +44,6 @@ EXPECTED_RULES: dict[tuple[str, str], dict[RuleKey, frozenset[str]]] = {
         ("", "services", None): READ,
         ("discovery.k8s.io", "endpointslices", None): READ,
         ("about.k8s.io", "clusterproperties", None): READ,
-        ("", "namespaces", None): frozenset({"get"}),
     },
     ("ClusterRole", "subscriber"): {
         ("", "namespaces", None): READ,
@@ -121,7 +120,7 @@ _BUILT_HELM = controlplane.bin_dir() / "helm"
 HELM = str(_BUILT_HELM) if _BUILT_HELM.exists() else shutil.which("helm")
 
 
-def helm_objects() -> list[Obj]:
+def helm_objects(*extra: str) -> list[Obj]:
     """The chart rendered by helm itself, as for cluster east of clusterset prod."""
     assert HELM is not None, "helm missing: run engine/local/scripts/build-control-plane.sh"
     out = subprocess.run(
@@ -135,6 +134,7 @@ def helm_objects() -> list[Obj]:
             "--set=clusterId=east",
             "--set=createClusterProperties=true",
             "--set=publisher.apiServerUrl=https://east.example.com:6443",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -577,3 +577,35 @@ def test_a_leaf_config_refuses_credentials_in_the_hub_url() -> None:
     )
     with pytest.raises(ValueError, match="without credentials"):
         natsconfig.render_leaf(leaf)
+
+
+def test_nats_tls_files_come_from_a_mounted_secret_and_are_options_of_every_command() -> None:
+    from typer.main import get_command
+
+    from engine.cli import app
+
+    objs = helm_objects(
+        "--set=nats.tls.secretName=nats-tls",
+        "--set=nats.tls.clientCertKey=tls.crt",
+        "--set=nats.tls.clientKeyKey=tls.key",
+    )
+    deployments = of_kind(objs, "Deployment")
+    assert deployments
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        command = get_command(app).commands[container["args"][0]]  # type: ignore[attr-defined]
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        files = {
+            a.split("=", 1)[0]: a.split("=", 1)[1]
+            for a in container["args"]
+            if a.startswith(("--nats-ca-file", "--nats-cert-file", "--nats-key-file"))
+        }
+        assert set(files) == {"--nats-ca-file", "--nats-cert-file", "--nats-key-file"}
+        assert set(files) <= options
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "nats-tls"]
+        assert mount["readOnly"] is True
+        assert all(f.startswith(mount["mountPath"] + "/") for f in files.values())
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-tls"]
+        assert volume["secret"]["secretName"] == "nats-tls"
+        assert volume["secret"]["defaultMode"] == 0o440

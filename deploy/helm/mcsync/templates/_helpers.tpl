@@ -33,6 +33,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --nats-user={{ .Values.nats.user | default .Values.clusterId | required "set nats.user or clusterId" }}
 - --nats-password-file=/etc/mcsync/nats/{{ .Values.nats.passwordKey }}
 {{- end }}
+{{- with .Values.nats.tls }}
+{{- if .secretName }}
+- --nats-ca-file=/etc/mcsync/nats-tls/{{ .caKey }}
+{{- if .clientCertKey }}
+- --nats-cert-file=/etc/mcsync/nats-tls/{{ .clientCertKey }}
+- --nats-key-file=/etc/mcsync/nats-tls/{{ .clientKeyKey | required "set nats.tls.clientKeyKey with nats.tls.clientCertKey" }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.createStream }}
 - --create-stream
 {{- else }}
@@ -83,6 +92,11 @@ readinessProbe:
 - name: nats-credentials
   mountPath: /etc/mcsync/nats
   readOnly: true
+{{- if .Values.nats.tls.secretName }}
+- name: nats-tls
+  mountPath: /etc/mcsync/nats-tls
+  readOnly: true
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- end -}}
@@ -96,6 +110,14 @@ readinessProbe:
     items:
       - key: {{ $key }}
         path: {{ $key }}
+{{- with .Values.nats.tls }}
+{{- if .secretName }}
+- name: nats-tls
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
 - name: tmp
   emptyDir:
     sizeLimit: 16Mi
