@@ -15,7 +15,7 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from engine import jetstream
+from engine import jetstream, options
 from engine.core import events as ev
 from engine.core import fold, mcs, subjects
 from engine.core.errors import DecodeError
@@ -90,12 +90,8 @@ def _matches(env: fold.Envelope, cluster: str | None, service: tuple[str, str] |
 
 async def run(
     *,
-    nats_url: str,
+    nats: options.Nats,
     clusterset: str,
-    credentials: str | None,
-    user: str | None = None,
-    password: str | None = None,
-    tls: jetstream.Tls | None = None,
     since: datetime | None,
     until: datetime | None,
     from_seq: int | None,
@@ -110,14 +106,7 @@ async def run(
     if service is not None:
         ns, _, name = service.partition("/")
         key = (ns, name)
-    nc = await jetstream.connect(
-        nats_url,
-        name="mcsync-replay",
-        credentials=credentials,
-        user=user,
-        password=password,
-        tls=tls,
-    )
+    nc = await nats.connect("mcsync-replay")
     try:
         log = jetstream.EventLog(nc, clusterset)
         state = fold.ClusterSetState()

@@ -308,12 +308,8 @@ def replay(
 
     _run(
         audit.run(
-            nats_url=nats.nats_url,
+            nats=nats,
             clusterset=clusterset,
-            credentials=nats.credentials,
-            user=nats.nats_user,
-            password=nats.password,
-            tls=nats.tls,
             since=since,
             until=until,
             from_seq=from_seq,
@@ -321,6 +317,43 @@ def replay(
             cluster=cluster,
             service=service,
             explain=explain,
+            output=output,
+            console=Console(),
+        )
+    )
+
+
+@app.command()
+@options.grouped("nats", options.Nats)
+def status(
+    nats: options.Nats,
+    clusterset: ClustersetNameOpt = "local",
+    kubeconfig: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="KUBECONFIG",
+            help="Also compare this cluster's ServiceImports with the log (exit 1 if they differ).",
+        ),
+    ] = None,
+    lease: Annotated[
+        float, typer.Option(help="Heartbeat lease in seconds, as the subscribers use it.")
+    ] = 30.0,
+    output: Annotated[str, typer.Option(help="table or json")] = "table",
+) -> None:
+    """The clusterset at a glance: members and their health, services with their winners and
+    conflicts, unusable messages and dead letters, the stream; with --kubeconfig, whether this
+    cluster's imports match the log."""
+    if output not in ("table", "json"):
+        raise typer.BadParameter("--output must be table or json")
+    _logging("console", "error")
+    from engine import status as status_mod
+
+    _run(
+        status_mod.run(
+            nats=nats,
+            clusterset=clusterset,
+            lease_seconds=lease,
+            kubeconfig=str(kubeconfig) if kubeconfig else None,
             output=output,
             console=Console(),
         )
@@ -351,14 +384,7 @@ def stream_ensure(
     _logging("console", "warning")
 
     async def ensure() -> int:
-        nc = await jetstream.connect(
-            nats.nats_url,
-            name="mcsync-admin",
-            credentials=nats.credentials,
-            user=nats.nats_user,
-            password=nats.password,
-            tls=nats.tls,
-        )
+        nc = await nats.connect("mcsync-admin")
         try:
             await jetstream.EventLog(nc, clusterset).ensure(
                 jetstream.StreamSettings(replicas, max_age, duplicate_window)
@@ -418,11 +444,7 @@ def lease_run(
         raise typer.BadParameter(str(exc)) from exc
     _run(
         leaserun.run(
-            nats_url=nats.nats_url,
-            credentials=nats.credentials,
-            user=nats.nats_user,
-            password=nats.password,
-            tls=nats.tls,
+            nats=nats,
             clusterset=clusterset,
             cluster=cluster,
             name=name,

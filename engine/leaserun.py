@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 
-from engine import jetstream, leadership
+from engine import jetstream, leadership, options
 from engine.core import leases
 from engine.observe import logs
 
@@ -21,11 +21,7 @@ log = logs.get("mcsync.leaserun")
 
 async def run(
     *,
-    nats_url: str,
-    credentials: str | None,
-    user: str | None = None,
-    password: str | None = None,
-    tls: jetstream.Tls | None = None,
+    nats: options.Nats,
     clusterset: str,
     cluster: str,
     name: str,
@@ -35,14 +31,7 @@ async def run(
     grace: float,
     create_stream: bool = True,
 ) -> int:
-    nc = await jetstream.connect(
-        nats_url,
-        name=f"mcsync-lease-{identity}",
-        credentials=credentials,
-        user=user,
-        password=password,
-        tls=tls,
-    )
+    nc = await nats.connect(f"mcsync-lease-{identity}")
     elog = jetstream.EventLog(nc, clusterset)
     if create_stream:
         await elog.ensure()

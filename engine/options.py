@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
     from engine import jetstream
 
 
@@ -66,6 +68,19 @@ class Nats:
         from engine import jetstream  # lazily: `mcsync --help` does not load the NATS client
 
         return jetstream.Tls(self.nats_ca_file, self.nats_cert_file, self.nats_key_file)
+
+    async def connect(self, name: str) -> NATS:
+        """A connection with these options (it reconnects forever, like every mcsync one)."""
+        from engine import jetstream
+
+        return await jetstream.connect(
+            self.nats_url,
+            name=name,
+            credentials=self.credentials,
+            user=self.nats_user,
+            password=self.password,
+            tls=self.tls,
+        )
 
     @property
     def credentials(self) -> str | None:

@@ -294,9 +294,13 @@ class Subscriber:
             self._leases_dirty = True
             self._wake.set()
 
+    def _namespace_live(self, ns: str) -> bool:
+        """The namespace exists and is not being deleted: mcsync writes only into such."""
+        return _live(self.namespaces.get("", ns))
+
     def _on_namespace(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
-        if (old is None) == (new is None):
-            return  # an update: existence did not change
+        if _live(old) == _live(new):
+            return  # created or deleted as far as mcsync cares: nothing changed
         ns = (new or old or {})["metadata"]["name"]
         if ns == self.settings.inventory_namespace:
             self._profiles_dirty = True
@@ -347,7 +351,7 @@ class Subscriber:
             view,
             self.state.slices.get(key, {}),
             exports,
-            namespace_exists=self.namespaces.get("", ns) is not None,
+            namespace_exists=self._namespace_live(ns),
             allocated=allocated,
         )
 
@@ -393,6 +397,16 @@ class Subscriber:
         try:
             await self._retrying(functools.partial(informer.apply, obj, subresource=sub))
         except PermanentError as exc:
+            if "being terminated" in str(exc):
+                # The namespace started terminating after the plan: expected, nothing to do.
+                self._log.info(
+                    "apply.skipped",
+                    reason="namespace terminating",
+                    kind=kind,
+                    namespace=obj["metadata"].get("namespace"),
+                    name=obj["metadata"]["name"],
+                )
+                return
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
                 "apply.refused",
@@ -487,7 +501,7 @@ class Subscriber:
                 await self.profiles.reconcile(
                     self.state,
                     self.now(),
-                    self.namespaces.get("", self.settings.inventory_namespace) is not None,
+                    self._namespace_live(self.settings.inventory_namespace),
                     self._resumed_at,
                 )
             except TransientError as exc:
@@ -498,7 +512,7 @@ class Subscriber:
             try:
                 await self.lease_view.reconcile(
                     self.state,
-                    self.namespaces.get("", self.settings.lease_namespace) is not None,
+                    self._namespace_live(self.settings.lease_namespace),
                 )
             except TransientError as exc:
                 self._log.warning("leases.retry", error=str(exc)[:300])
@@ -560,6 +574,10 @@ class Subscriber:
         while True:
             await asyncio.sleep(self.settings.tick_seconds)
             self._reassess()
+
+
+def _live(namespace: kube.Obj | None) -> bool:
+    return namespace is not None and not namespace.get("metadata", {}).get("deletionTimestamp")
 
 
 def due_at(

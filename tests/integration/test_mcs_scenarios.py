@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from engine import jetstream, kube
 from engine.core import events as ev
@@ -156,6 +157,36 @@ async def test_the_import_appears_when_its_namespace_appears_in_a_cluster_that_l
     await eventually(derived_ip_in_cluster_2)
     await eventually(lambda: _slices_are(cs, "cluster-2", ns, {"cluster-1": ["10.1.0.5"]}))
     assert await no_import_in(cs, ns, ["cluster-3"])
+
+
+async def test_a_terminating_namespace_gets_no_writes_and_no_errors(
+    mcsync: Members, clean_namespaces: list[str]
+) -> None:
+    cs = mcsync.cs
+    ns = f"t-{uuid.uuid4().hex[:10]}"
+    clean_namespaces.append(ns)
+    await create_namespace(cs, ns, ["cluster-1", "cluster-2"])
+    await export_hello(cs, "cluster-1", ns)
+    await add_slice(cs, "cluster-1", ns, ["10.1.0.5"])
+    await eventually(lambda: imports_in(cs, ns, ["cluster-2"]))
+    # Without a namespace controller the namespace stays Terminating: as long as it likes.
+    await cs["cluster-2"].kube.delete(kube.NAMESPACES, None, ns)
+    sub = mcsync.members["cluster-2"]
+    with structlog.testing.capture_logs() as logs:
+        # What mcsync owns there goes (deletes are allowed while a namespace terminates) ...
+        await eventually(lambda: no_import_in(cs, ns, ["cluster-2"]))
+        # ... and a change to the service writes nothing there, and reports no error.
+        await add_slice(cs, "cluster-1", ns, ["10.1.0.6"], name="hello-2")
+        await eventually(lambda: _one(cs, ns))
+        await asyncio.sleep(1.0)
+    assert [e for e in logs if e.get("log_level") == "error"] == []
+    assert await mcs_slices(cs, "cluster-2", ns) == []
+    assert sub.metrics.errors.labels("cluster-2", "apply:ServiceImport", "false")._value.get() == 0
+
+
+async def _one(cs: ClusterSet, ns: str) -> bool:
+    """cluster-1 itself shows both endpoints (the change went through the log)."""
+    return await slices_by_source(cs, "cluster-1", ns) == {"cluster-1": ["10.1.0.5", "10.1.0.6"]}
 
 
 async def _slices_are(cs: ClusterSet, cluster: str, ns: str, want: dict[str, list[str]]) -> bool:
