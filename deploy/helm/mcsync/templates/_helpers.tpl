@@ -25,8 +25,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
-{{/* Arguments every process takes: NATS login, stream provisioning, health, logs. */}}
-{{- define "mcsync.commonArgs" -}}
+{{/* How a process reaches NATS: the login and, with nats.tls, the TLS files. */}}
+{{- define "mcsync.natsArgs" -}}
 {{- if .Values.nats.credsKey }}
 - --nats-creds=/etc/mcsync/nats/{{ .Values.nats.credsKey }}
 {{- else }}
@@ -42,6 +42,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end -}}
+
+{{/* Arguments every process takes: NATS login, stream provisioning, health, logs. */}}
+{{- define "mcsync.commonArgs" -}}
+{{ include "mcsync.natsArgs" . }}
 {{- if .Values.createStream }}
 - --create-stream
 {{- else }}

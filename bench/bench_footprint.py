@@ -1,0 +1,171 @@
+"""Benchmark what each mcsync process costs just by existing: start-up, idle memory, idle CPU.
+
+One local cluster and one nats-server (``LocalStack`` without mcsync). Each process is started
+as a pod would run it (``python -m engine publisher`` / ``subscriber`` with a kubeconfig and the
+NATS URL) and measured from the outside through /proc:
+
+- start to ready: from the spawn to the first ``/readyz`` 200 (connections to NATS and the
+  apiserver and the bootstrap of an empty clusterset included);
+- CPU seconds to start: user + system time of the process when it became ready;
+- idle RSS: resident memory after ``--idle`` seconds of idling;
+- idle CPU: user + system time over those seconds, as a share of one core.
+
+The baseline, measured in the same run, is a Python process that only connects to NATS (nats-py)
+and to the apiserver (aiohttp with the kubeconfig's token and CA) and then idles: what any
+Python agent with these two connections costs, so the overhead of mcsync itself shows.
+
+    .venv/bin/python bench/bench_footprint.py            # 3 repetitions, 20 s idle
+    .venv/bin/python bench/bench_footprint.py --quick    # 1 repetition, 5 s idle
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import _common as c
+
+from engine.local import procs
+from engine.localstack import LocalStack
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+BASELINE = r"""
+import asyncio, base64, os, ssl, sys, tempfile
+import aiohttp, nats, yaml
+from aiohttp import web
+
+async def main() -> None:
+    cfg = yaml.safe_load(open(sys.argv[2]))
+    cluster = cfg["clusters"][0]["cluster"]
+    token = cfg["users"][0]["user"]["token"]
+    ca = base64.b64decode(cluster["certificate-authority-data"])
+    ctx = ssl.create_default_context(cadata=ca.decode())
+    nc = await nats.connect(sys.argv[1])
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"})
+    async with session.get(cluster["server"] + "/readyz", ssl=ctx) as resp:
+        assert resp.status == 200
+    app = web.Application()
+    app.router.add_get("/readyz", lambda r: web.Response(text="ready"))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[3])).start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 2**20
+
+
+def ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+async def measure(argv: list[str], port: int, idle: float) -> tuple[float, float, float, float]:
+    """(start to ready s, CPU s to start, idle RSS MiB, idle CPU % of a core)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not ready(port):
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[3:5]} exited with {proc.returncode}")
+            if time.monotonic() - t0 > 120:
+                raise TimeoutError(f"{argv[3:5]} not ready in 120 s")
+            await asyncio.sleep(0.01)
+        startup = time.monotonic() - t0
+        cpu_start = cpu_seconds(proc.pid)
+        await asyncio.sleep(2.0)  # settle
+        before = cpu_seconds(proc.pid)
+        await asyncio.sleep(idle)
+        idle_cpu = (cpu_seconds(proc.pid) - before) / idle * 100
+        return startup, cpu_start, rss_mib(proc.pid), idle_cpu
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--idle", type=float, default=20.0)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.repeat, args.idle = 1, 5.0
+    c.quiet()
+    print(c.machine())
+    async with LocalStack(1, with_mcsync=False, clusterset="bench") as stack:
+        assert stack.nats is not None
+        kubeconfig = str(stack.kubeconfig("cluster-1"))
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write(BASELINE)
+            baseline_script = f.name
+        results: dict[str, list[tuple[float, float, float, float]]] = {}
+        for _ in range(args.repeat):
+            for name in ("baseline", "publisher", "subscriber"):
+                port = procs.free_port()
+                if name == "baseline":
+                    argv = [sys.executable, baseline_script, stack.nats.url, kubeconfig, str(port)]
+                else:
+                    argv = [
+                        sys.executable, "-m", "engine", name,
+                        "--nats-url", stack.nats.url, "--kubeconfig", kubeconfig,
+                        "--clusterset", "bench", "--health-port", str(port),
+                        "--log-level", "warning",
+                    ]  # fmt: skip
+                results.setdefault(name, []).append(await measure(argv, port, args.idle))
+        os.unlink(baseline_script)
+    base = [c.median([r[i] for r in results["baseline"]]) for i in range(4)]
+    rows = []
+    for name, runs in results.items():
+        med = [c.median([r[i] for r in runs]) for i in range(4)]
+        rows.append(
+            [
+                name,
+                f"{med[0]:.2f} ({med[0] / base[0]:.1f}x)",
+                f"{med[1]:.2f} ({med[1] / base[1]:.1f}x)",
+                f"{med[2]:.0f} ({med[2] / base[2]:.1f}x)",
+                f"{med[3]:.2f}",
+            ]
+        )
+    print(f"medians of {args.repeat}, idle {args.idle:.0f} s; (ratio to the baseline process)")
+    print(
+        c.table(
+            [
+                "process",
+                "start to ready (s)",
+                "CPU s to start",
+                "idle RSS (MiB)",
+                "idle CPU (% of a core)",
+            ],
+            rows,
+        )
+    )
+    print("targets (#17): start to ready <= 1.5 s, idle RSS <= 50 MiB, idle CPU <= 0.1%")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
