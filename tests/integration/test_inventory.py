@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import signal
 import subprocess
 import sys
@@ -124,20 +125,8 @@ async def test_a_killed_publisher_goes_unknown_and_its_endpoints_are_withdrawn_t
     members: Members, namespace: str
 ) -> None:
     cs = members.cs
-    await start_all(members, publish=False)
-    for name in ("cluster-1", "cluster-3"):
-        await members.members[name].stop()
-        await members.start(name, **FAST)
-    # cluster-2's publisher runs as its own process, so it can be SIGKILLed.
-    proc = _publisher_process(cs, "cluster-2", members.clusterset_name)
+    proc = await _exporting_from_a_process(members, namespace)
     try:
-        k2 = cs["cluster-2"].kube
-        await k2.create(kube.SERVICES, service(namespace))
-        await k2.create(kube.SERVICE_EXPORTS, service_export(namespace))
-        await k2.create(
-            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-1", ["10.2.0.1"])
-        )
-        await eventually(lambda: _slices_from(cs, namespace, "cluster-2", True), timeout=30)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed = time.monotonic()
@@ -156,6 +145,32 @@ async def test_a_killed_publisher_goes_unknown_and_its_endpoints_are_withdrawn_t
         proc.wait()
 
 
+async def _exporting_from_a_process(
+    members: Members, namespace: str, instance: str | None = None, lease: float = LEASE
+) -> subprocess.Popen[bytes]:
+    """Every cluster runs in-process, except cluster-2's publisher: a process of its own (so it
+    can be SIGKILLed), exporting ns/hello with one endpoint that every cluster has imported."""
+    cs = members.cs
+    await start_all(members, publish=False)
+    for name in ("cluster-1", "cluster-3"):
+        await members.members[name].stop()
+        await members.start(name, **FAST)
+    proc = _publisher_process(cs, "cluster-2", members.clusterset_name, instance, lease)
+    try:
+        k2 = cs["cluster-2"].kube
+        await k2.create(kube.SERVICES, service(namespace))
+        await k2.create(kube.SERVICE_EXPORTS, service_export(namespace))
+        await k2.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-1", ["10.2.0.1"])
+        )
+        await eventually(lambda: _slices_from(cs, namespace, "cluster-2", True), timeout=30)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 async def _slices_from(cs: ClusterSet, ns: str, source: str, present: bool) -> bool:
     for c in cs.clusters:
         got = [
@@ -168,7 +183,16 @@ async def _slices_from(cs: ClusterSet, ns: str, source: str, present: bool) -> b
     return True
 
 
-def _publisher_process(cs: ClusterSet, cluster: str, clusterset: str) -> subprocess.Popen[bytes]:
+def _publisher_process(
+    cs: ClusterSet,
+    cluster: str,
+    clusterset: str,
+    instance: str | None = None,
+    lease: float = LEASE,
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    if instance is not None:
+        env["MCSYNC_INSTANCE"] = instance  # what the manifests set: the pod's name
     return subprocess.Popen(
         [
             sys.executable,
@@ -186,13 +210,46 @@ def _publisher_process(cs: ClusterSet, cluster: str, clusterset: str) -> subproc
             "--heartbeat-interval",
             "0.5",
             "--lease",
-            str(LEASE),
+            str(lease),
             "--log-format",
             "json",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
+
+
+async def test_a_publisher_restarted_in_its_pod_resumes_at_once(
+    members: Members, namespace: str
+) -> None:
+    """A crash (no goodbye heartbeat) and a restart in the same pod: the same instance, so no
+    lease to wait out. (Another instance after a crash waits it out: see the killed-publisher
+    test above; two live instances are refused: see the second-publisher test below.)"""
+    cs = members.cs
+    k2 = cs["cluster-2"].kube
+    # The publisher's own lease is long here, so waiting it out would show: 20 s.
+    proc = await _exporting_from_a_process(members, namespace, instance="pod-a", lease=20.0)
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        await k2.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.2.0.2"])
+        )
+        restarted = time.monotonic()
+        proc = _publisher_process(
+            cs, "cluster-2", members.clusterset_name, instance="pod-a", lease=20.0
+        )
+
+        async def both() -> bool:
+            slices = await _mcs_slices(cs, "cluster-1", namespace)
+            return sum(len(s["endpoints"]) for s in slices) == 2
+
+        await eventually(both, timeout=20.0)
+        assert time.monotonic() - restarted < 12.0  # start-up and propagation, no 20 s lease
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 async def test_leaving_removes_the_profile_exports_and_slices_everywhere(

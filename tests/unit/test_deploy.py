@@ -687,3 +687,46 @@ def test_helm_test_runs_mcsync_status_with_the_clusters_nats_login() -> None:
         assert arg.split("=", 1)[0] in options, arg
     assert "--nats-password-file=/etc/mcsync/nats/password" in container["args"]
     assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_the_kustomize_tls_component_mounts_the_files_and_passes_options(
+    tmp_path: Path,
+) -> None:
+    from typer.main import get_command
+
+    from engine.cli import app
+
+    # An overlay of the user's, beside the shipped base and component (kustomize wants
+    # relative paths).
+    tree = tmp_path / "kustomize"
+    shutil.copytree(DEPLOY / "kustomize", tree)
+    overlay = tree / "overlays" / "with-tls"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources:\n  - ../../base\ncomponents:\n  - ../../components/nats-tls\n"
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    deployments = of_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")
+    assert len(deployments) == 2
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        command = get_command(app).commands[container["args"][0]]  # type: ignore[attr-defined]
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        tls = [a for a in container["args"] if a.startswith("--nats-") and "-file=" in a]
+        assert {a.split("=", 1)[0] for a in tls} >= {
+            "--nats-ca-file",
+            "--nats-cert-file",
+            "--nats-key-file",
+        }
+        assert all(a.split("=", 1)[0] in options for a in tls)
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == "nats-tls"]
+        assert mount["readOnly"] is True
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-tls"]
+        assert volume["secret"]["defaultMode"] == 0o440
