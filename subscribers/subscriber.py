@@ -570,10 +570,19 @@ class Subscriber:
                 await self.follower.stop()
 
     async def _tick(self) -> None:
-        """Leases lapse without events: look again every tick."""
+        """Look again at leases and health, but only when the log's clock moved.
+
+        Staleness is judged on the log's clock alone, and every event that moves it is
+        reassessed as it arrives; this catches what a batch of events left pending. An idle
+        log costs nothing.
+        """
+        seen: tuple[datetime | None, datetime | None] = (None, None)
         while True:
             await asyncio.sleep(self.settings.tick_seconds)
-            self._reassess()
+            clock = (self._log_time, self._resumed_at)
+            if clock != seen or self._log_time is None:
+                seen = clock
+                self._reassess()
 
 
 def _live(namespace: kube.Obj | None) -> bool:

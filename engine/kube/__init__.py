@@ -10,6 +10,12 @@ modules behind them may move.
   writes.
 """
 
+# Before anything imports kubernetes_asyncio (its generated API and models stay unloaded
+# unless someone asks for them; see lazy.py). Importing any module of this package runs this.
+from engine.kube import lazy
+
+lazy.install()
+
 from engine.kube.client import (
     Gone,
     Kube,
