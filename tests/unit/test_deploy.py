@@ -730,3 +730,37 @@ def test_the_kustomize_tls_component_mounts_the_files_and_passes_options(
         assert mount["readOnly"] is True
         (volume,) = [v for v in pod["volumes"] if v["name"] == "nats-tls"]
         assert volume["secret"]["defaultMode"] == 0o440
+
+
+def test_the_optional_metrics_service_monitor_and_network_policy_render_when_asked() -> None:
+    default = [d for d in yaml.safe_load_all(_helm(
+        "--set=clusterset=prod", "--set=clusterId=east").stdout) if d]  # fmt: skip
+    for kind in ("ServiceMonitor", "NetworkPolicy", "Service"):
+        assert of_kind(default, kind) == [], kind
+    out = _helm(
+        "--set=clusterset=prod",
+        "--set=clusterId=east",
+        "--set=metrics.service.enabled=true",
+        "--set=metrics.serviceMonitor.enabled=true",
+        "--set=networkPolicy.enabled=true",
+    )
+    assert out.returncode == 0, out.stderr
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    deployments = {d["metadata"]["name"]: d for d in of_kind(objs, "Deployment")}
+    services = of_kind(objs, "Service")
+    assert len(services) == 2
+    for svc in services:
+        component = svc["spec"]["selector"]["app.kubernetes.io/component"]
+        pod = deployments[f"mcsync-{component}"]["spec"]["template"]["metadata"]["labels"]
+        assert svc["spec"]["selector"].items() <= pod.items()
+        assert svc["spec"]["ports"][0]["targetPort"] == "health"
+    (monitor,) = of_kind(objs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= services[0]["metadata"]["labels"].items()
+    )
+    (policy,) = of_kind(objs, "NetworkPolicy")
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 4222, 443, 6443}
+    assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8080]
