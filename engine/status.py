@@ -57,9 +57,9 @@ async def collect(log: jetstream.EventLog, lease: timedelta) -> tuple[Report, fo
         "sources": [s.name for s in cfg.sources or []],
         "mirror": cfg.mirror.name if cfg.mirror else None,
     }
-    with_dlq = jetstream.dead_letter_stream(log.clusterset)
+    dlq = jetstream.dead_letter_stream(log.clusterset)
     try:
-        report.dead_letters = int((await log.js.stream_info(with_dlq)).state.messages)
+        report.dead_letters = int((await log.js.stream_info(dlq)).state.messages)
     except Exception:  # no dead-letter stream yet, or not readable: nothing to report
         report.dead_letters = 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -146,7 +145,6 @@ class Subscriber:
         self._leases_dirty = True
         self._log_time: datetime | None = None
         self._resumed_at: datetime | None = None
-        self._log_mono = 0.0
         self._admitted: frozenset[str] = frozenset()
         self._members: frozenset[str] = frozenset()
         self._health: dict[str, tuple[str, bool]] = {}
@@ -217,7 +215,6 @@ class Subscriber:
                     "log.resumed", silent_seconds=round((env.time - self._log_time).total_seconds())
                 )
             self._log_time = env.time
-            self._log_mono = time.monotonic()
         self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
         before = self.state.counters.refused
         if not folding.apply(self.state, env):

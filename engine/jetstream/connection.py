@@ -92,7 +92,23 @@ async def connect(
     if tls is not None:
         kwargs["tls"] = tls.context()
     connecting = asyncio.ensure_future(
-        _connect(servers, name, error_cb, disconnected_cb, reconnected_cb, kwargs)
+        nats.connect(
+            servers=_urls(servers),
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            pending_size=64 * 1024 * 1024,
+            # A connection that went silent (a partition, not a reset) is noticed within
+            # ~15 s instead of nats-py's default of about four minutes, and reconnects.
+            ping_interval=5,
+            max_outstanding_pings=3,
+            error_cb=error_cb,
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            **kwargs,
+        )
     )
     try:
         waiters: set[asyncio.Future[Any]] = {connecting, tls_failed}
@@ -120,33 +136,6 @@ async def connect(
     ) from failure
 
 
-async def _connect(
-    servers: str | Sequence[str],
-    name: str,
-    error_cb: Callable[[Exception], Any],
-    disconnected_cb: Callable[[], Any],
-    reconnected_cb: Callable[[], Any],
-    kwargs: dict[str, Any],
-) -> NATS:
-    return await nats.connect(
-        servers=_urls(servers),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        allow_reconnect=True,
-        pending_size=64 * 1024 * 1024,
-        # A connection that went silent (a partition, not a reset) is noticed within ~15 s
-        # instead of nats-py's default of about four minutes, and reconnects.
-        ping_interval=5,
-        max_outstanding_pings=3,
-        error_cb=error_cb,
-        disconnected_cb=disconnected_cb,
-        reconnected_cb=reconnected_cb,
-        **kwargs,
-    )
-
-
 def _urls(servers: str | Sequence[str]) -> list[str]:
     """Server URLs from a list or a comma-separated string (``--nats-url a,b,c``)."""
     if isinstance(servers, str):
@@ -159,9 +148,6 @@ async def close(nc: NATS, timeout: float = 5.0) -> None:
     with contextlib.suppress(Exception):
         async with asyncio.timeout(timeout):
             await nc.close()
-
-
-# --- the log -------------------------------------------------------------------------------
 
 
 def is_transient(exc: BaseException) -> bool:
