@@ -129,8 +129,24 @@ class Member:
             "by the staleness policy (use the same value for every publisher and subscriber).",
         ),
     ] = 30.0
+    log_layout: Annotated[
+        str,
+        typer.Option(
+            envvar="MCSYNC_LOG_LAYOUT",
+            help="How this cluster reaches the log: hub (reads and writes the hub's stream), "
+            "mirror (its own account on the hub: reads its mirror there, appends pass through), "
+            "leaf (its own leaf server: reads the leaf's mirror, appends to the leaf's outbox). "
+            "Must match the NATS configuration (docs/deploy.md).",
+        ),
+    ] = "hub"
     log_format: Annotated[str, typer.Option(help="Log format: json, console or auto.")] = "auto"
     log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info"
+
+    def __post_init__(self) -> None:
+        if self.log_layout not in ("hub", "mirror", "leaf"):
+            raise typer.BadParameter(
+                f"{self.log_layout!r}: choose hub, mirror or leaf", param_hint="--log-layout"
+            )
 
 
 G = TypeVar("G")
