@@ -175,6 +175,9 @@ class Hub:
     log there, its appends passing through to the log (see :func:`render_mirror_accounts`)."""
     cluster_limits: AccountLimits = field(default_factory=AccountLimits)
     """JetStream limits of each cluster's account (mirror layout)."""
+    leaf_advertise: bool = True
+    """Tell leaves the hub's other leafnode addresses (false behind a proxy or load balancer
+    that leaves must always go through)."""
 
 
 def hub_users(hub: Hub) -> list[access.User]:
@@ -235,6 +238,8 @@ def render_hub(hub: Hub, allow_plain: bool = False, notes: Sequence[str] = ()) -
         lines += [*tls, ""]
     if hub.leaf_links:
         lines += ["leafnodes {", f"  listen: {_q(hub.leafnode_listen)}"]
+        if not hub.leaf_advertise:
+            lines.append("  no_advertise: true")
         lines += _tls(hub.leaf_tls, "  ")
         lines += ["}", ""]
     if hub.mirrors:

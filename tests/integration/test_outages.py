@@ -322,3 +322,108 @@ async def test_a_three_node_hub_losing_a_node_changes_nothing(
         )
         await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
         await members.stop_all()
+
+
+async def test_a_leaf_cut_off_from_the_hub_is_stale_elsewhere_and_keeps_everything_itself(
+    members: Members, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leaf layout with real processes: cluster-1 on a leaf server of its own, whose link
+    to the hub goes through a proxy that is cut; cluster-2 and cluster-3 on the hub."""
+    from engine import natsconfig
+    from tests.integration.test_nats_permissions import (
+        HASHES,
+        LEAF_SEED,
+        PASSWORDS,
+        HubServer,
+        LeafServer,
+        ed25519_public,
+        nkey_user_public,
+        nkey_user_seed,
+    )
+
+    name = members.clusterset_name
+    monkeypatch.setenv("MCSYNC_LEAF_NKEY_SEED", nkey_user_seed(LEAF_SEED))
+    hub_conf = natsconfig.Hub(
+        clusterset=name,
+        clusters={
+            "cluster-2": natsconfig.bcrypt_password(HASHES["a"]),
+            "cluster-3": natsconfig.bcrypt_password(HASHES["b"]),
+        },
+        admin=natsconfig.bcrypt_password(HASHES["admin"]),
+        leaf_links={"cluster-1": natsconfig.nkey(nkey_user_public(ed25519_public(LEAF_SEED)))},
+        leaf_advertise=False,  # the leaf must go through the proxy, also when reconnecting
+    )
+    async with HubServer(name="mcsync-hub", hub=hub_conf, store_dir=tmp_path / "hub") as hub:
+        assert isinstance(hub, HubServer)
+        link = Cut(hub.leaf_port)
+        await link.start()
+        leaf_conf = natsconfig.Leaf(
+            clusterset=name,
+            cluster="cluster-1",
+            hub_urls=(f"nats-leaf://127.0.0.1:{link.port}",),
+            local=natsconfig.bcrypt_password(HASHES["a"]),
+            admin=natsconfig.bcrypt_password(HASHES["admin"]),
+        )
+        leaf = LeafServer(name="mcsync-leaf-1", leaf=leaf_conf, store_dir=tmp_path / "leaf")
+        try:
+            async with leaf:
+                settings = jetstream.StreamSettings()
+                route = jetstream.Route(name, "cluster-1", "leaf")
+                for server in (hub, leaf):
+                    nc = await jetstream.connect(
+                        server.url, user="admin", password=PASSWORDS["admin"]
+                    )
+                    try:
+                        if server is hub:
+                            await jetstream.ensure_stream(
+                                nc.jetstream(), name, settings, ("cluster-1",)
+                            )
+                        else:
+                            await jetstream.ensure_leaf(nc.jetstream(), route, settings, "hub")
+                    finally:
+                        await nc.close()
+                logins = {
+                    "cluster-1": (leaf.url, PASSWORDS["a"], "leaf"),
+                    "cluster-2": (hub.url, PASSWORDS["a"], "hub"),
+                    "cluster-3": (hub.url, PASSWORDS["b"], "hub"),
+                }
+                for cluster, (url, password, layout) in logins.items():
+                    m = members.new(cluster, **FAST, create_stream=False, log_layout=layout)
+                    m.nats_url, m.nats_user, m.nats_password = url, cluster, password
+                    await m.start()
+                    await m.wait_ready(60)
+                    members.members[cluster] = m
+                await exported(members, namespace, "cluster-1", ["10.1.0.1"])
+                await exported(members, namespace, "cluster-2", ["10.2.0.1"])
+                await eventually(lambda: everywhere(members, namespace, 2), timeout=60)
+                await asyncio.sleep(1.5)
+                mine = await snapshot(members, "cluster-1", namespace)
+
+                await link.cut()
+                # On the hub's log cluster-1 falls silent while the others heartbeat: after the
+                # lease its endpoints leave cluster-2 and cluster-3; cluster-2's stay.
+                for c in ("cluster-2", "cluster-3"):
+                    await eventually(
+                        functools.partial(_endpoints_from, members, c, namespace, "cluster-1", 0),
+                        timeout=LEASE + 10,
+                    )
+                    assert await _endpoints_from(members, c, namespace, "cluster-2", 1)
+                # cluster-1 reads its leaf's mirror, which stands still: it keeps everything,
+                # and a change it makes meanwhile waits in its outbox.
+                await members.cs["cluster-1"].kube.create(
+                    kube.ENDPOINT_SLICES,
+                    endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.2"]),
+                )
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 4 * LEASE:
+                    assert await snapshot(members, "cluster-1", namespace) == mine
+                    assert all(m.alive() for m in members.members.values())
+                    await asyncio.sleep(0.5)
+
+                await link.heal()
+                # The outbox drains into the log (nats-server's source retry backoff: tens of
+                # seconds, docs/deploy.md) and every cluster converges, the change included.
+                await eventually(lambda: everywhere(members, namespace, 3), timeout=120)
+                await members.stop_all()
+        finally:
+            await link.stop()
