@@ -117,7 +117,8 @@ class Member:
         bool,
         typer.Option(
             "--create-stream/--no-create-stream",
-            help="Provision the clusterset's stream if missing (needs stream-admin rights).",
+            help="Provision the clusterset's stream if missing (needs stream-admin rights). "
+            "In the mirror layout the cluster's own mirror is provisioned either way.",
         ),
     ] = True
     lease: Annotated[

@@ -82,10 +82,7 @@ class Member:
         self._k8s = kube.Kube(api)
         route = jetstream.Route(self.clusterset, self.cluster, self.log_layout)
         elog = self._log = jetstream.EventLog(self._nc, self.clusterset, route=route)
-        if self.create_stream:
-            await elog.ensure(self.stream)
-        else:
-            await elog.require_stream()
+        await elog.prepare(self.stream, create_log=self.create_stream)
         # The first components exist when start() returns (callers look at them at once).
         if self.publish:
             pub = self._new_publisher()

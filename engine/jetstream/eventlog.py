@@ -115,6 +115,20 @@ class EventLog:
             await streams.ensure_mirror(self.js, self.route, settings)
         await self.require_stream()
 
+    async def prepare(
+        self, settings: streams.StreamSettings | None = None, create_log: bool = False
+    ) -> None:
+        """Make sure what this side reads and writes exists, at the start of a process.
+
+        The log is provisioned only with ``create_log`` (stream-admin rights, hub layout);
+        otherwise it must exist. A cluster's own mirror (mirror layout) is always provisioned:
+        it is that cluster's copy, in its own account, and its user may create exactly it.
+        """
+        if create_log or self.route.layout == "mirror":
+            await self.ensure(settings)
+        else:
+            await self.require_stream()
+
     async def require_stream(self) -> None:
         """Fail with a clear message when a stream this side uses was not provisioned."""
         names = [self.stream]

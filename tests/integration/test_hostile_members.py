@@ -200,7 +200,7 @@ async def test_a_cluster_exhausting_consumers_in_the_mirror_layout_starves_only_
             await jetstream.EventLog(admin, name).ensure()
 
             def member(cluster: str) -> runner.Member:
-                m = members.new(cluster, **FAST, log_layout="mirror")
+                m = members.new(cluster, **FAST, log_layout="mirror", create_stream=False)
                 m.nats_url, m.nats_user = hub.url, cluster
                 m.nats_password = PASSWORDS[logins[cluster]]
                 return m
