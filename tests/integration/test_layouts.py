@@ -409,3 +409,26 @@ async def test_a_leaf_user_cannot_write_another_clusters_leases_into_the_hub(
             await log.append(jetstream.Append(subjects.lease(CLUSTERSET, "b", "x"), forged, 0))
         await asyncio.sleep(0.3)
         assert (await s.hub_admin.jetstream().stream_info(STREAM)).state.messages == before
+
+
+async def test_after_a_hub_restart_the_mirrors_follow_the_log_again_within_seconds() -> None:
+    ns = fresh_ns()
+    async with (
+        mirror_server() as server,
+        mirrored(server, "a") as a,
+        mirrored(server, "b") as b,
+    ):
+        subject = subjects.export(CLUSTERSET, "a", ns, "web")
+        seq = await a.append(jetstream.Append(subject, export("a", ns), 0))
+        await b.caught_up(seq)
+        server.stop()
+        await server.restart()
+        back = time.monotonic()
+        again = None
+        while again is None:
+            try:
+                again = await a.append(jetstream.Append(subject, export("a", ns, port=81), seq))
+            except TransientError:
+                await asyncio.sleep(0.05)
+        await b.caught_up(again, within=30)
+        assert time.monotonic() - back < 5.0
