@@ -1137,7 +1137,7 @@ async def test_the_most_a_v1alpha2_status_may_hold_is_accepted(
     providers = [_provider(f"p{i}") for i in range(63)] + [
         _provider(
             "n" * 253,
-            server="https://" + "h" * 2030 + ".example.com",
+            server="https://" + "h" * 2028 + ".example.com",  # 2048 characters
             **{
                 "proxy-url": "socks5://proxy.example.com:1080",
                 "tls-server-name": "t" * 253,
