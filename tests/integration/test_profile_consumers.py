@@ -28,6 +28,7 @@ from kubernetes_asyncio import client
 
 from engine import kube
 from engine.core import inventory
+from engine.core.errors import ConfigError
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
 from tests.conftest import ClusterSet
@@ -303,3 +304,16 @@ async def test_a_profile_mcsync_wrote_is_valid_at_both_versions(
         assert copy["spec"] == written["spec"]
         assert copy["status"] == written["status"]
         assert copy["metadata"]["labels"] == written["metadata"]["labels"]
+
+
+async def test_a_publisher_given_an_api_server_url_no_profile_could_carry_stops_at_once(
+    members: Members,
+) -> None:
+    bad = ReporterSettings(heartbeat_interval=0.5, lease=LEASE, api_server_url="east:6443")
+    m = members.new("cluster-3", reporter_settings=bad, subscribe=False)
+    try:
+        with pytest.raises(ConfigError, match="is not an http\\(s\\) URL with a host"):
+            await m.start()
+        assert m.publisher is None
+    finally:
+        await m.stop()
