@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from engine import kube
-from engine.core import inventory
+from engine import jetstream, kube
+from engine.core import events as ev
+from engine.core import inventory, subjects
 from engine.core.errors import ConfigError
 from publishers.membership import ReporterSettings
 from subscribers.subscriber import SubscriberSettings
@@ -317,3 +318,56 @@ async def test_a_publisher_given_an_api_server_url_no_profile_could_carry_stops_
         assert m.publisher is None
     finally:
         await m.stop()
+
+
+async def test_access_providers_v1alpha2_would_refuse_are_left_out_and_the_profile_still_written(
+    members: Members,
+) -> None:
+    """Whatever a member's events advertise (here appended straight to the log, past any
+    publisher check), its profile is written, without the providers the CRD would refuse."""
+    cs = members.cs
+    await members.start(
+        "cluster-1",
+        reporter_settings=ReporterSettings(heartbeat_interval=0.5, lease=LEASE),
+        subscriber_settings=FAST_SUBSCRIBER,
+    )
+    advertised = (
+        ev.AccessProvider("mcsync", "cluster-9.example.com:6443"),
+        ev.AccessProvider("other", "https://cluster-9.example.com:6443", "not base64!"),
+        *(ev.AccessProvider(f"p{i}", f"https://p{i}.cluster-9.example.com") for i in range(70)),
+    )
+    nc = await jetstream.connect(cs.nats.url)
+    try:
+        log = jetstream.EventLog(nc, members.clusterset_name)
+        await log.append(
+            jetstream.Append(
+                subjects.cluster(members.clusterset_name, "cluster-9"),
+                ev.ClusterJoined(
+                    cluster="cluster-9",
+                    clusterset=members.clusterset_name,
+                    access_providers=advertised,
+                ),
+            )
+        )
+        await log.append(
+            jetstream.Append(
+                subjects.heartbeat(members.clusterset_name, "cluster-9"),
+                ev.Heartbeat(cluster="cluster-9", instance="cluster-9-a"),
+            )
+        )
+
+        async def written() -> kube.Obj | None:
+            p = await cs["cluster-1"].kube.get(PROFILES_V1ALPHA2, NS, "cluster-9")
+            return p if p and p.get("status", {}).get("accessProviders") else None
+
+        profile = await eventually(written, timeout=30)
+    finally:
+        await jetstream.close(nc)
+    kept = [a["name"] for a in profile["status"]["accessProviders"]]
+    assert kept == [f"p{i}" for i in range(64)]
+    refused = condition(profile, "mcsync.io/ValidAccessProviders")
+    assert refused is not None
+    assert (refused["status"], refused["reason"]) == ("False", "AccessProviderRefused")
+    assert "'mcsync'" in refused["message"] and "'other'" in refused["message"]
+    assert condition(profile, "Joined")["status"] == "True"  # type: ignore[index]
+    assert profile["metadata"]["labels"][inventory.LABEL_INVENTORY_MEMBER_ID] == "cluster-9"
