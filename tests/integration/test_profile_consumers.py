@@ -371,3 +371,35 @@ async def test_access_providers_v1alpha2_would_refuse_are_left_out_and_the_profi
     assert "'mcsync'" in refused["message"] and "'other'" in refused["message"]
     assert condition(profile, "Joined")["status"] == "True"  # type: ignore[index]
     assert profile["metadata"]["labels"][inventory.LABEL_INVENTORY_MEMBER_ID] == "cluster-9"
+
+
+async def test_a_member_that_stops_advertising_loses_its_access_providers_everywhere(
+    members: Members,
+) -> None:
+    cs = members.cs
+    await advertising_members(members)
+    await ready_profile(cs, "cluster-1", "cluster-3")
+    await members.stop("cluster-3")
+    await members.start(
+        "cluster-3",
+        reporter_settings=ReporterSettings(heartbeat_interval=0.5, lease=LEASE),
+        subscriber_settings=FAST_SUBSCRIBER,
+    )
+
+    async def withdrawn() -> bool:
+        for where in ("cluster-1", "cluster-2", "cluster-3"):
+            p = await cs[where].kube.get(PROFILES_V1ALPHA2, NS, "cluster-3")
+            if p is None or p.get("status", {}).get("accessProviders"):
+                return False
+        return True
+
+    await eventually(withdrawn, timeout=30)
+    # And then no more writes: a profile without providers is what is wanted.
+    k1 = members.members["cluster-1"].k8s
+    for _ in range(20):
+        before = k1.writes
+        await asyncio.sleep(1.5)
+        if k1.writes == before:
+            break
+    else:
+        raise AssertionError("cluster-1's subscriber kept writing")
