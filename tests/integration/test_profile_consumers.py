@@ -403,3 +403,44 @@ async def test_a_member_that_stops_advertising_loses_its_access_providers_everyw
             break
     else:
         raise AssertionError("cluster-1's subscriber kept writing")
+
+
+async def test_an_access_provider_an_older_subscriber_wrote_and_none_wants_is_removed(
+    members: Members,
+) -> None:
+    """Say an older mcsync wrote a provider that is refused now: its profile is otherwise up
+    to date, and no provider at all is wanted, yet the stale one goes."""
+    cs = members.cs
+    await advertising_members(members)
+
+    async def cluster_2_profile() -> kube.Obj | None:
+        p = await cs["cluster-1"].kube.get(kube.CLUSTER_PROFILES, NS, "cluster-2")
+        return p if p and is_ready(p) else None
+
+    p = await eventually(cluster_2_profile, timeout=30)
+    assert "accessProviders" not in p["status"]
+    await members.stop("cluster-1")
+    stale = [{"name": "mcsync", "cluster": {"server": "https://stale.example.com"}}]
+    as_mcsync = kube.Kube(cs["cluster-1"].api, field_manager=kube.FIELD_MANAGER)
+    written = await as_mcsync.apply(
+        kube.CLUSTER_PROFILES,
+        {
+            "apiVersion": kube.CLUSTER_PROFILES.api_version,
+            "kind": "ClusterProfile",
+            "metadata": {"name": "cluster-2", "namespace": NS},
+            "status": {**p["status"], "accessProviders": stale},
+        },
+        "status",
+    )
+    assert written["status"]["accessProviders"] == stale
+    await members.start(
+        "cluster-1",
+        reporter_settings=ReporterSettings(heartbeat_interval=0.5, lease=LEASE),
+        subscriber_settings=FAST_SUBSCRIBER,
+    )
+
+    async def removed() -> bool:
+        got = await cs["cluster-1"].kube.get(kube.CLUSTER_PROFILES, NS, "cluster-2")
+        return got is not None and "accessProviders" not in got.get("status", {})
+
+    await eventually(removed, timeout=30)
