@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from engine import kube
 from engine.core import events as ev
 from engine.core import fold, inventory
+from subscribers import profiles
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -179,3 +180,50 @@ def test_whatever_is_advertised_the_access_providers_are_valid_at_v1alpha2(
         assert 1 <= len(a["name"]) <= 253
         assert inventory.valid_server(a["cluster"]["server"])
         assert a["cluster"]["extensions"][0]["extension"] == {"clusterName": "east-1"}
+
+
+def observed_with(manager: str, subresource: str | None, *keys: str) -> dict[str, Any]:
+    """A profile whose managedFields say ``manager`` owns these accessProviders keys."""
+    entry: dict[str, Any] = {
+        "manager": manager,
+        "operation": "Apply",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:status": {"f:accessProviders": {k: {".": {}} for k in keys}}},
+    }
+    if subresource is not None:
+        entry["subresource"] = subresource
+    return {"metadata": {"managedFields": [entry]}}
+
+
+WANTED = {"accessProviders": [{"name": "mcsync", "cluster": {"server": "https://a"}}]}
+
+
+@pytest.mark.parametrize(
+    ("observed", "status", "withdrawn"),
+    [
+        (observed_with("mcsync", "status", 'k:{"name":"mcsync"}'), {}, True),
+        (observed_with("mcsync", "status", 'k:{"name":"old"}'), WANTED, True),
+        (observed_with("mcsync", "status", 'k:{"name":"mcsync"}'), WANTED, False),
+        (observed_with("someone-else", "status", 'k:{"name":"theirs"}'), {}, False),
+        (observed_with("mcsync", None, 'k:{"name":"mcsync"}'), {}, False),
+        (observed_with("mcsync", "status", "."), {}, False),
+        (observed_with("mcsync", "status", "k:not json"), {}, False),
+        (observed_with("mcsync", "status", "k:[1]"), {}, False),
+        ({"metadata": {}}, {}, False),
+    ],
+    ids=[
+        "ours-none-wanted",
+        "ours-another-wanted",
+        "ours-still-wanted",
+        "another-managers",
+        "not-the-status",
+        "the-list-itself",
+        "malformed-key",
+        "key-not-an-object",
+        "no-managed-fields",
+    ],
+)
+def test_an_access_provider_is_withdrawn_only_if_we_own_it_and_no_longer_want_it(
+    observed: dict[str, Any], status: dict[str, Any], withdrawn: bool
+) -> None:
+    assert profiles._withdrawn_access(observed, status, "mcsync") is withdrawn
