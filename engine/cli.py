@@ -491,6 +491,27 @@ def lease_run(
 
 
 @app.command()
+def credentials(
+    token_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="MCSYNC_TOKEN_DIR", help="One token file per member, named by id."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(envvar="MCSYNC_TOKEN_FILE", help="One token for every member.")
+    ] = None,
+) -> None:
+    """Exec credential plugin for ClusterProfile consumers: print an ExecCredential holding the
+    member's token, read from a file (docs/inventory.md)."""
+    from engine import credentials as credentials_mod
+
+    try:
+        credentials_mod.run(token_file, token_dir)
+    except ConfigError as exc:
+        console.print(f"mcsync credentials: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     print(f"mcsync {__version__}")

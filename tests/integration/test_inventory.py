@@ -61,6 +61,7 @@ async def test_every_cluster_gets_a_profile_for_every_member(members: Members) -
         profiles = await eventually(functools.partial(profiles_everywhere, cs, member))
         for p in profiles:
             assert p["metadata"]["labels"][inventory.LABEL_CLUSTER_MANAGER] == "mcsync"
+            assert p["metadata"]["labels"][inventory.LABEL_INVENTORY_MEMBER_ID] == member
             assert p["spec"]["clusterManager"]["name"] == "mcsync"
             assert p["spec"]["displayName"] == member
             status = p["status"]
@@ -112,7 +113,20 @@ async def test_access_providers_are_advertised_when_configured(members: Members)
     await members.start("cluster-1")
     p = await eventually(lambda: profile(cs, "cluster-1", "cluster-3"))
     assert p["status"]["accessProviders"] == [
-        {"name": "mcsync", "cluster": {"server": server, "certificate-authority-data": "Q0E="}}
+        {
+            "name": "mcsync",
+            "cluster": {
+                "server": server,
+                "certificate-authority-data": "Q0E=",
+                # Which member, for the consumer's exec credential plugin (never a secret).
+                "extensions": [
+                    {
+                        "name": "client.authentication.k8s.io/exec",
+                        "extension": {"clusterName": "cluster-3"},
+                    }
+                ],
+            },
+        }
     ]
 
 
