@@ -109,17 +109,21 @@ class Subscriber:
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
         self.imports = kube.Informer(self.k8s, kube.SERVICE_IMPORTS, self._on_owned)
+        # Derived Services and slices are indexed by the service they belong to, so pruning
+        # one service looks at its own objects only, however many the cluster holds.
         self.services = kube.Informer(
             self.k8s,
             kube.SERVICES,
             self._on_owned,
             label_selector=f"{plan.LABEL_MANAGED_BY}={plan.MANAGED_BY}",
+            index_key=_owning_service,
         )
         self.slices = kube.Informer(
             self.k8s,
             kube.ENDPOINT_SLICES,
             self._on_owned,
             label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
+            index_key=_owning_service,
         )
         self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
         self.follower = jetstream.Follower(
@@ -353,29 +357,39 @@ class Subscriber:
         )
 
     async def reconcile(self, key: ServiceKey) -> None:
-        """Bring one service's objects in this cluster to the desired state."""
-        ns, name = key
-        for _ in range(3):  # the derived Service's IP can change the import: at most twice more
+        """Bring one service's objects in this cluster to the desired state.
+
+        The derived Service goes first: once it is written, its ClusterIP is known and the
+        rest is planned again with it, so a new import is written once, with its ``spec.ips``,
+        and its status once, Ready.
+        """
+        desired = self.desired(key)
+        wrote_service = False
+        for okey, obj in desired.items():
+            if okey[0] == "Service" and await self._write_if_changed(okey, obj):
+                wrote_service = True
+        if wrote_service:
             desired = self.desired(key)
-            changed_service = False
-            for okey in sorted(desired, key=lambda k: (_ORDER[k[0]], k[2])):
-                kind = okey[0]
-                obj = desired[okey]
-                observed = self._observed(kind, ns, okey[2])
-                if kind == "ServiceExportStatus" and observed is None:
-                    continue  # the ServiceExport is not (yet) in our cache
-                if kind in ("ServiceImportStatus", "ServiceExportStatus"):
-                    obj = _with_times(obj, observed, self.clock())
-                    if kind == "ServiceImportStatus" and self.imports.get(ns, name) is None:
-                        continue  # written once the import exists
-                if plan.up_to_date(kind, obj, observed):
-                    continue
-                await self._write(kind, obj)
-                changed_service |= kind == "Service"
-            await self._prune(key, desired)
-            if not changed_service:
-                break
+        for okey in sorted(desired, key=lambda k: (_ORDER[k[0]], k[2])):
+            if okey[0] != "Service":
+                await self._write_if_changed(okey, desired[okey])
+        await self._prune(key, desired)
         self.reconciles += 1
+
+    async def _write_if_changed(self, okey: plan.ObjKey, obj: kube.Obj) -> bool:
+        """Write one desired object unless the cluster already holds it; whether it wrote."""
+        kind, ns, name = okey
+        observed = self._observed(kind, ns, name)
+        if kind == "ServiceExportStatus" and observed is None:
+            return False  # the ServiceExport is not (yet) in our cache
+        if kind in ("ServiceImportStatus", "ServiceExportStatus"):
+            obj = _with_times(obj, observed, self.clock())
+            if kind == "ServiceImportStatus" and observed is None:
+                return False  # written once the import exists
+        if plan.up_to_date(kind, obj, observed):
+            return False
+        await self._write(kind, obj)
+        return True
 
     async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run one API write, retrying transient failures with backoff for ``retry_for``."""
@@ -425,10 +439,8 @@ class Subscriber:
             ("EndpointSlice", self.slices),
         )
         for kind, informer in owned:
-            for (ons, oname), obj in list(informer.cache.items()):
-                labels = obj["metadata"].get("labels") or {}
-                mine = ons == ns and labels.get(plan.LABEL_SERVICE_NAME) == name
-                if mine and (kind, ns, oname) not in desired:
+            for ons, oname in sorted(informer.group(key)):
+                if (kind, ons, oname) not in desired:
                     doomed.append((kind, oname))
         for kind, oname in doomed:
             informer = self._informer(kind)
@@ -580,6 +592,13 @@ class Subscriber:
             if clock != seen or self._log_time is None:
                 seen = clock
                 self._reassess()
+
+
+def _owning_service(obj: kube.Obj) -> ServiceKey | None:
+    """The service an object mcsync derived belongs to, by its service-name label."""
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(plan.LABEL_SERVICE_NAME)
+    return (str(meta.get("namespace", "")), str(name)) if name else None
 
 
 def _live(namespace: kube.Obj | None) -> bool:
