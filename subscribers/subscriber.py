@@ -34,6 +34,7 @@ from engine.core import inventory, mcs, plan
 from engine.core.errors import DecodeError, PermanentError, TransientError
 from engine.observe import logs
 from engine.observe.metrics import Metrics
+from subscribers import warmstart
 from subscribers.leaseview import LeaseView
 from subscribers.profiles import ProfileSync
 
@@ -81,6 +82,11 @@ class SubscriberSettings:
     max_delay_seconds: float = 1.0
     """However long a burst lasts, a changed service is reconciled at most this long (seconds)
     after its first pending change."""
+    state_dir: str | None = None
+    """Where the folded state is saved for a warm restart (:mod:`subscribers.warmstart`); None:
+    every start bootstraps from the log in full."""
+    snapshot_seconds: float = 60.0
+    """How often the folded state is saved (when it moved on); it is saved on stop too."""
 
 
 @dataclass
@@ -152,6 +158,10 @@ class Subscriber:
         self._admitted: frozenset[str] = frozenset()
         self._members: frozenset[str] = frozenset()
         self._health: dict[str, tuple[str, bool]] = {}
+        self.saver: warmstart.Saver | None = None
+        if self.settings.state_dir is not None:
+            path = warmstart.path_for(self.settings.state_dir, self.log, self.cluster)
+            self.saver = warmstart.Saver(self.log, path, self.cluster, self.metrics)
 
     @property
     def informers(self) -> tuple[kube.Informer, ...]:
@@ -550,9 +560,14 @@ class Subscriber:
             for informer in self.informers:
                 tg.create_task(informer.run())
             await asyncio.gather(*(i.synced.wait() for i in self.informers))
+            if self.saver is not None:
+                await self._restore(self.saver)
             await self.follower.start()
             try:
                 await self.follower.caught_up.wait()
+                if self.saver is not None:
+                    await self.saver.identify()
+                    tg.create_task(self._snapshots(self.saver))
                 self._admitted = self.admitted()
                 self._members = frozenset(inventory.members(self.state))
                 self._health = {}
@@ -577,6 +592,33 @@ class Subscriber:
                 if self._timer is not None:
                     self._timer.cancel()
                 await self.follower.stop()
+                if self.saver is not None and self.follower.caught_up.is_set():
+                    try:
+                        self.saver.save(self.state, self._log_time)
+                    except OSError as exc:
+                        self._log.warning("snapshot.save_failed", error=repr(exc)[:300])
+
+    async def _restore(self, saver: warmstart.Saver) -> None:
+        """Start from the saved state, if it verifies: only the events after it are read."""
+        restored = await warmstart.load(self.log, saver.path, self.cluster, self.metrics)
+        if restored is None:
+            return
+        self.state = restored.state
+        self._log_time = restored.log_time
+        self.follower.start_seq = restored.position + 1
+        saver.loaded(restored.position)
+
+    async def _snapshots(self, saver: warmstart.Saver) -> None:
+        """Save the folded state every ``snapshot_seconds`` while it moves on.
+
+        Only once caught up: before that, a last-per-subject bootstrap has not yet delivered
+        every subject below the highest sequence it has seen, so no position describes it."""
+        while True:
+            await asyncio.sleep(self.settings.snapshot_seconds)
+            try:
+                await saver.save_async(self.state, self._log_time)
+            except OSError as exc:
+                self._log.warning("snapshot.save_failed", error=repr(exc)[:300])
 
     async def _tick(self) -> None:
         """Look again at leases and health, but only when the log's clock moved.
