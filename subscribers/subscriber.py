@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -348,7 +348,7 @@ class Subscriber:
 
     def desired(self, key: ServiceKey) -> dict[plan.ObjKey, kube.Obj]:
         ns, name = key
-        exports = self.state.exports.get(key, {})
+        exports: Mapping[str, ev.ExportUpserted] = self.state.exports.get(key, {})
         view = mcs.view(ns, name, exports, self._admitted, self._members)
         derived = self.services.get(ns, plan.derived_name(ns, name))
         allocated = None

@@ -16,10 +16,10 @@ Rules that keep folding safe:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, Final, NamedTuple, Self, TypeVar
 
 import msgspec
 
@@ -77,17 +77,84 @@ class Counters:
 
 ServiceKey = tuple[str, str]
 
+_E = TypeVar("_E", ev.ExportUpserted, ev.SliceUpserted)
+_pack: Final = msgspec.msgpack.Encoder().encode
+
+
+class Packed(MutableMapping[str, _E]):
+    """A mapping of events kept packed (msgpack bytes), each decoded when it is read.
+
+    The state holds the last event of every export and slice of the clusterset, and reads one
+    service's at a time (to merge and plan it). Decoded, an endpoint costs ~400 bytes of
+    Python objects (a struct, a tuple and a separate string for every address, zone and node
+    name); packed, ~80. Reading decodes again (microseconds per event), so only the service
+    being reconciled is ever decoded. Equality is by decoded content (``Mapping``'s).
+    """
+
+    __slots__ = ("_data",)
+    _decoder: ClassVar[msgspec.msgpack.Decoder[Any]]
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def __getitem__(self, key: str) -> _E:
+        value: _E = self._decoder.decode(self._data[key])
+        return value
+
+    def __setitem__(self, key: str, value: _E) -> None:
+        self._data[key] = _pack(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+    def packed(self) -> dict[str, bytes]:
+        """The packed events by key (a snapshot stores them as they are)."""
+        return self._data
+
+    @classmethod
+    def of_packed(cls, data: dict[str, bytes]) -> Self:
+        out = cls()
+        out._data = data
+        return out
+
+
+class ExportsByCluster(Packed[ev.ExportUpserted]):
+    """One service's current export by each cluster."""
+
+    __slots__ = ()
+    _decoder = msgspec.msgpack.Decoder(ev.ExportUpserted)
+
+
+class SlicesByName(Packed[ev.SliceUpserted]):
+    """One cluster's current source EndpointSlices of one service, by slice name."""
+
+    __slots__ = ()
+    _decoder = msgspec.msgpack.Decoder(ev.SliceUpserted)
+
 
 @dataclass(slots=True)
 class ClusterSetState:
     """The folded state of one clusterset.
 
     ``exports[(ns, name)][cluster]`` is that cluster's current export of the service;
-    ``slices[(ns, name)][cluster][slice]`` its current source EndpointSlices.
+    ``slices[(ns, name)][cluster][slice]`` its current source EndpointSlices. Both keep their
+    events packed (:class:`Packed`): they are decoded when read.
     """
 
-    exports: dict[ServiceKey, dict[str, ev.ExportUpserted]] = field(default_factory=dict)
-    slices: dict[ServiceKey, dict[str, dict[str, ev.SliceUpserted]]] = field(default_factory=dict)
+    exports: dict[ServiceKey, ExportsByCluster] = field(default_factory=dict)
+    slices: dict[ServiceKey, dict[str, SlicesByName]] = field(default_factory=dict)
     clusters: dict[str, ClusterRecord] = field(default_factory=dict)
     leases: dict[str, LeaseRecord] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)
@@ -97,8 +164,10 @@ class ClusterSetState:
     def snapshot(self) -> bytes:
         """A canonical encoding of the state (sorted keys): equal states give equal bytes."""
         doc = {
-            "exports": {f"{k[0]}/{k[1]}": v for k, v in self.exports.items()},
-            "slices": {f"{k[0]}/{k[1]}": v for k, v in self.slices.items()},
+            "exports": {f"{k[0]}/{k[1]}": dict(v) for k, v in self.exports.items()},
+            "slices": {
+                f"{k[0]}/{k[1]}": {c: dict(m) for c, m in v.items()} for k, v in self.slices.items()
+            },
             "clusters": {
                 k: {
                     "info": r.info,
@@ -175,7 +244,11 @@ def fold(
 
 def _export_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     event: ev.ExportUpserted = env.event  # type: ignore[assignment]
-    state.exports.setdefault((event.namespace, event.name), {})[cluster] = event
+    key = (event.namespace, event.name)
+    by_cluster = state.exports.get(key)
+    if by_cluster is None:
+        by_cluster = state.exports[key] = ExportsByCluster()
+    by_cluster[cluster] = event
 
 
 def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> None:
@@ -183,7 +256,7 @@ def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> No
     key = (event.namespace, event.name)
     by_cluster = state.exports.get(key)
     if by_cluster is not None:
-        by_cluster.pop(cluster, None)
+        by_cluster.packed().pop(cluster, None)
         if not by_cluster:
             del state.exports[key]
 
@@ -191,7 +264,11 @@ def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> No
 def _slice_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     event: ev.SliceUpserted = env.event  # type: ignore[assignment]
     key = (event.namespace, event.service)
-    state.slices.setdefault(key, {}).setdefault(cluster, {})[event.name] = event
+    per_cluster = state.slices.setdefault(key, {})
+    own = per_cluster.get(cluster)
+    if own is None:
+        own = per_cluster[cluster] = SlicesByName()
+    own[event.name] = event
 
 
 def _slice_removed(state: ClusterSetState, cluster: str, env: Envelope) -> None:
@@ -200,7 +277,7 @@ def _slice_removed(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     per_cluster = state.slices.get(key, {})
     own = per_cluster.get(cluster)
     if own is not None:
-        own.pop(event.name, None)
+        own.packed().pop(event.name, None)
         if not own:
             del per_cluster[cluster]
         if not per_cluster:

@@ -70,8 +70,10 @@ class _Lease(msgspec.Struct, array_like=True, gc=False):
 
 
 class _Body(msgspec.Struct, array_like=True, gc=False):
-    exports: list[ev.ExportUpserted]
-    slices: list[ev.SliceUpserted]
+    exports: list[tuple[str, str, dict[str, bytes]]]
+    """(namespace, name, {cluster: packed export}): the state's packed events as they are."""
+    slices: list[tuple[str, str, str, dict[str, bytes]]]
+    """(namespace, service, cluster, {slice: packed slice})."""
     clusters: list[_Cluster]
     leases: list[_Lease]
     last_seq: dict[str, int]
@@ -99,12 +101,11 @@ class Rejected(Exception):
 def encode(state: fold.ClusterSetState, identity: Identity, log_time: datetime | None) -> bytes:
     """The snapshot of ``state`` (it must reflect every event up to ``state.position``)."""
     body = _Body(
-        exports=[e for by_cluster in state.exports.values() for e in by_cluster.values()],
+        exports=[(ns, name, m.packed()) for (ns, name), m in state.exports.items()],
         slices=[
-            s
-            for per_cluster in state.slices.values()
-            for own in per_cluster.values()
-            for s in own.values()
+            (ns, service, cluster, own.packed())
+            for (ns, service), per_cluster in state.slices.items()
+            for cluster, own in per_cluster.items()
         ],
         clusters=[
             _Cluster(c, r.info, r.left, r.last_heartbeat, r.last_heartbeat_at, r.snapshot_epoch)
@@ -181,10 +182,10 @@ def decode(body: memoryview | bytes) -> fold.ClusterSetState:
         position=doc.position,
         counters=fold.Counters(doc.applied, doc.redelivered, doc.refused),
     )
-    for e in doc.exports:
-        state.exports.setdefault((e.namespace, e.name), {})[e.cluster] = e
-    for s in doc.slices:
-        state.slices.setdefault((s.namespace, s.service), {}).setdefault(s.cluster, {})[s.name] = s
+    for ns, name, by_cluster in doc.exports:
+        state.exports[(ns, name)] = fold.ExportsByCluster.of_packed(by_cluster)
+    for ns, service, cluster, by_name in doc.slices:
+        state.slices.setdefault((ns, service), {})[cluster] = fold.SlicesByName.of_packed(by_name)
     for c in doc.clusters:
         if not _optional(c.info, ev.ClusterJoined) or not _optional(c.heartbeat, ev.Heartbeat):
             raise Rejected("damaged", f"cluster record {c.cluster} holds the wrong events")
