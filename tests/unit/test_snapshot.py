@@ -4,7 +4,9 @@ not fit the stream as it is now is refused with its reason."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
+import msgspec
 import pytest
 
 from engine.core import events as ev
@@ -121,3 +123,31 @@ def test_a_cut_or_flipped_snapshot_is_damaged(cut: int) -> None:
         header, body = snapshot.read_header(bytes(blob))
         snapshot.verify(header, body, IDENTITY, 1, 10)
     assert err.value.reason == "damaged"
+
+
+def test_a_packed_endpoint_row_holds_every_field_of_an_endpoint() -> None:
+    # A new Endpoint field must get its place in the row (and a new snapshot format).
+    names = msgspec.structs.fields(ev.Endpoint)
+    assert len(get_args(fold.EndpointRow)) == len(names)
+    full = ev.Endpoint(
+        addresses=("10.0.0.1", "fd00::1"),
+        ready=True,
+        serving=False,
+        terminating=None,
+        hostname="h",
+        zone="z",
+        node_name="n",
+    )
+    s = ev.SliceUpserted(
+        cluster="c",
+        namespace="ns",
+        service="web",
+        name="web-1",
+        address_type="IPv4",
+        endpoints=(full, ev.Endpoint(addresses=("10.0.0.2",))),
+        ports=(ev.EndpointPort(8080, "TCP", "http", "h2c"),),
+    )
+    packed = fold.SlicesByName()
+    packed["web-1"] = s
+    assert packed["web-1"] == s
+    assert packed == {"web-1": s}
