@@ -156,6 +156,7 @@ class Informer:
         it comes first): only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
+        _slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
@@ -202,6 +203,7 @@ class Informer:
             self.on_change(old, new)
 
     def _set(self, obj: Obj) -> None:
+        _slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
@@ -211,6 +213,8 @@ class Informer:
 
     async def _relist(self) -> str:
         items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
+        for i in items:
+            _slim(i)
         fresh = {key_of(i): i for i in items}
         for k in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(k)
@@ -261,6 +265,14 @@ class Informer:
 
 
 _DELETED: Final = "deleted"
+
+
+def _slim(obj: Obj) -> None:
+    """Drop ``metadata.managedFields`` before an object is cached: mcsync never reads it, and
+    for the objects it writes it is about as large as the rest of the object."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
 
 
 def _uid(obj: Obj) -> str:
