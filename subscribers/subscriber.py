@@ -158,6 +158,7 @@ class Subscriber:
         self._admitted: frozenset[str] = frozenset()
         self._members: frozenset[str] = frozenset()
         self._health: dict[str, tuple[str, bool]] = {}
+        self._events_in: dict[type, Any] = {}
         self.saver: warmstart.Saver | None = None
         if self.settings.state_dir is not None:
             path = warmstart.path_for(self.settings.state_dir, self.log, self.cluster)
@@ -229,7 +230,11 @@ class Subscriber:
                     "log.resumed", silent_seconds=round((env.time - self._log_time).total_seconds())
                 )
             self._log_time = env.time
-        self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
+        counter = self._events_in.get(type(event))
+        if counter is None:  # a labelled child per event type, looked up once
+            counter = self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event)))
+            self._events_in[type(event)] = counter
+        counter.inc()
         before = self.state.counters.refused
         if not folding.apply(self.state, env):
             if self.state.counters.refused > before:
