@@ -114,7 +114,11 @@ class Subscriber:
         self._timer: asyncio.TimerHandle | None = None
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
-        self.imports = kube.Informer(self.k8s, kube.SERVICE_IMPORTS, self._on_owned)
+        # The caches of what mcsync writes for services are its largest: they keep no
+        # managedFields, which the comparisons never read.
+        self.imports = kube.Informer(
+            self.k8s, kube.SERVICE_IMPORTS, self._on_owned, drop_managed_fields=True
+        )
         # Derived Services and slices are indexed by the service they belong to, so pruning
         # one service looks at its own objects only, however many the cluster holds.
         self.services = kube.Informer(
@@ -123,6 +127,7 @@ class Subscriber:
             self._on_owned,
             label_selector=f"{plan.LABEL_MANAGED_BY}={plan.MANAGED_BY}",
             index_key=_owning_service,
+            drop_managed_fields=True,
         )
         self.slices = kube.Informer(
             self.k8s,
@@ -130,6 +135,7 @@ class Subscriber:
             self._on_owned,
             label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
             index_key=_owning_service,
+            drop_managed_fields=True,
         )
         self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
         self.follower = jetstream.Follower(

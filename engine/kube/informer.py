@@ -95,6 +95,7 @@ class Informer:
         label_selector: str | None = None,
         watch_timeout: int = 240,
         index_key: IndexKey | None = None,
+        drop_managed_fields: bool = False,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -103,6 +104,9 @@ class Informer:
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
         self.cache: dict[ObjKey, Obj] = IndexedCache(index_key) if index_key else {}
+        self.drop_managed_fields = drop_managed_fields
+        """Cache objects without ``metadata.managedFields`` (for callers that never read it:
+        for the objects mcsync writes it is about as large as the rest of the object)."""
         self.synced = asyncio.Event()
         self.relists = 0
         self._held: dict[ObjKey, list[tuple[Obj | None, Obj | None]]] = {}
@@ -156,7 +160,7 @@ class Informer:
         it comes first): only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
-        _slim(obj)
+        self._slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
@@ -195,6 +199,12 @@ class Informer:
             self.forget(namespace, name)
         return existed
 
+    def _slim(self, obj: Obj) -> None:
+        if self.drop_managed_fields:
+            meta = obj.get("metadata")
+            if isinstance(meta, dict):
+                meta.pop("managedFields", None)
+
     def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
         held = self._held.get(k)
         if held is not None:
@@ -203,7 +213,7 @@ class Informer:
             self.on_change(old, new)
 
     def _set(self, obj: Obj) -> None:
-        _slim(obj)
+        self._slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
@@ -214,7 +224,7 @@ class Informer:
     async def _relist(self) -> str:
         items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
         for i in items:
-            _slim(i)
+            self._slim(i)
         fresh = {key_of(i): i for i in items}
         for k in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(k)
@@ -265,14 +275,6 @@ class Informer:
 
 
 _DELETED: Final = "deleted"
-
-
-def _slim(obj: Obj) -> None:
-    """Drop ``metadata.managedFields`` before an object is cached: mcsync never reads it, and
-    for the objects it writes it is about as large as the rest of the object."""
-    meta = obj.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
 
 
 def _uid(obj: Obj) -> str:
