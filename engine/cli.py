@@ -188,6 +188,13 @@ def subscriber(
         float,
         typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
     ] = 1.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the folded state here and resume from it at start with only the newer "
+            "events (an emptyDir is enough); unset: every start reads the whole log."
+        ),
+    ] = None,
 ) -> None:
     """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
     ClusterProfiles and ServiceExport conditions."""
@@ -208,6 +215,7 @@ def subscriber(
         quiet_seconds=quiet_seconds,
         burst_quiet_seconds=burst_quiet_seconds,
         max_delay_seconds=max_delay_seconds,
+        state_dir=str(state_dir) if state_dir is not None else None,
     )
     _run(_serve(member, nats, publish=False, subscribe=True, subscriber_settings=settings))
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -354,7 +355,7 @@ async def _decisions(
         fold.apply(state, item.result)
         admitted = inventory.admitted(state, item.result.time, lease, "withdraw")
         members_ = frozenset(inventory.members(state))
-        exports = state.exports.get((namespace, "hello"), {})
+        exports: Mapping[str, ev.ExportUpserted] = state.exports.get((namespace, "hello"), {})
         out.append((item.seq, mcs.view(namespace, "hello", exports, admitted, members_).clusters))
     return out
 
