@@ -199,10 +199,11 @@ cni_build() {
 }
 
 coredns_build() {
-  # CoreDNS's own module builds as it is; its default plugin list includes multicluster.
+  # CoreDNS's own module builds as it is. clusterset.local is the multicluster option of its
+  # kubernetes plugin, which is in the default plugin list.
   mkdir -p "$work/coredns"
   GOBIN="$work/coredns" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version"
-  "$work/coredns/coredns" -plugins | grep -qx '  dns.multicluster' || { echo "coredns $coredns_version lacks the multicluster plugin"; return 5; }
+  "$work/coredns/coredns" -plugins | grep -qx '  dns.kubernetes' || { echo "coredns $coredns_version lacks the kubernetes plugin"; return 5; }
   mkdir -p "$coredns_dir"
   mv "$work/coredns/coredns" "$coredns_dir/coredns"
 }
