@@ -40,7 +40,7 @@ from engine.local import controlplane, images, netns, procs
 
 CNI_VERSION = os.environ.get("MCSYNC_CNI_VERSION", "v1.10.0")
 COREDNS_VERSION = os.environ.get("MCSYNC_COREDNS_VERSION", "v1.15.0")
-NODE_BINARIES = ("kubelet", "kube-proxy")
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 PARTS = (*NODE_BINARIES, "cni-plugins", "coredns", "node-rootfs")
 """What the build script makes for nodes (by these names on its command line)."""
@@ -155,6 +155,26 @@ class Node:
         )
 
 
+def corefile(kubeconfig: Path, context: str) -> str:
+    """The node's CoreDNS configuration: the cluster's names, and ``clusterset.local`` from
+    ServiceImports and their EndpointSlices (the ``multicluster`` option, docs/mcs.md). No
+    ``forward``: the nodes have no upstream resolver."""
+    return f"""\
+.:53 {{
+    errors
+    health 127.0.0.1:8080
+    ready 127.0.0.1:8181
+    kubernetes cluster.local clusterset.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig} {context}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        multicluster clusterset.local
+    }}
+    loadbalance
+}}
+"""
+
+
 @dataclass
 class LocalNodes:
     """A node for each cluster of ``control_planes``, on ``network`` (one node per cluster, in
@@ -223,6 +243,24 @@ class LocalNodes:
                 "--v=1",
             ),
             node.log("kubelet"),
+        )
+        # The controllers pods and Services need: EndpointSlices for Services with selectors
+        # (kube-proxy and mcsync's publisher read them). On the host, like the apiserver.
+        node.procs["kube-controller-manager"] = procs.spawn(
+            [
+                str(controlplane.bin_dir() / "kube-controller-manager"),
+                f"--kubeconfig={d / 'kubeconfig'}",
+                "--controllers=endpointslice",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--v=1",
+            ],
+            node.log("kube-controller-manager"),
+        )
+        # The cluster's DNS, in the node's namespace: pods reach it at the node's address.
+        node.procs["coredns"] = procs.spawn(
+            node.in_netns(str(coredns_binary()), "-conf", str(d / "Corefile")),
+            node.log("coredns"),
         )
         node.procs["kube-proxy"] = procs.spawn(
             node.in_netns(
@@ -304,6 +342,7 @@ state = "{state}"
             "authentication": {"anonymous": {"enabled": True}, "webhook": {"enabled": False}},
             "authorization": {"mode": "AlwaysAllow"},
             "clusterDomain": "cluster.local",
+            "clusterDNS": [node.links.node_ip],
             "resolvConf": str(d / "resolv.conf"),
             "podCIDR": node.links.pod_cidr,
             "volumePluginDir": str(d / "volume-plugins"),
@@ -341,6 +380,7 @@ state = "{state}"
             },
         }
         (d / "kube-proxy.yaml").write_text(yaml.safe_dump(proxy, sort_keys=False))
+        (d / "Corefile").write_text(corefile(d / "kubeconfig", node.cluster.name))
 
     def _make_cgroups(self, node: Node) -> None:
         """The kubelet wants its cgroup root to exist in every hierarchy."""
@@ -394,7 +434,7 @@ state = "{state}"
             self._tmp = None
 
     def _stop_node(self, node: Node) -> None:
-        for what in ("kube-proxy", "kubelet"):
+        for what in ("kube-proxy", "coredns", "kube-controller-manager", "kubelet"):
             if what in node.procs:
                 procs.stop(node.procs.pop(what), grace=10.0)
         if "containerd" in node.procs and node.procs["containerd"].poll() is None:

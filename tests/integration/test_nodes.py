@@ -1,8 +1,11 @@
-"""Local nodes are real: pods run on a kubelet in each cluster, and reach each other's pods.
+"""Local nodes are real: pods run on a kubelet in each cluster, reach each other's pods, reach
+Services through kube-proxy, and reach a Service exported from another cluster by its
+``clusterset.local`` name, with mcsync's publishers and subscribers running in this process.
 
 Two clusters, each with one node in a network namespace of its own (containerd, runc, the
-kubelet, kube-proxy, the CNI bridge), started once for this module and torn down after it; the
-teardown itself is checked (no namespace, link, process, mount or cgroup left behind).
+kubelet, kube-proxy, CoreDNS, the CNI bridge) and an endpointslice controller, started once for
+this module and torn down after it; the teardown itself is checked (no namespace, link,
+process, mount or cgroup left behind).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from typing import Any
 
 import pytest
 
-from engine import kube
+from engine import identity, kube, runner
+from engine.core import plan
 from engine.local import controlplane, images, netns, nodes
+from engine.local.natsserver import NatsServer
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +83,10 @@ async def node_clusters(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         await ln.start()
         cgroup_roots = [n.cgroup_root for n in ln.nodes]
         for c in lc.clusters:
-            nc.kubes[c.name] = kube.Kube(await kube.load_client(c.kubeconfig_path), "mcsync-tests")
+            k = kube.Kube(await kube.load_client(c.kubeconfig_path), "mcsync-tests")
+            nc.kubes[c.name] = k
+            await kube.install_crds(k)
+            await k.create(kube.NAMESPACES, {"metadata": {"name": "mcsync-system"}})
         yield nc
     finally:
         for k in nc.kubes.values():
@@ -146,13 +154,20 @@ async def _namespace(nc: NodeClusters) -> str:
     return ns
 
 
-async def _server(nc: NodeClusters, cluster: str, ns: str) -> str:
-    """A socat pod that answers a TCP connection on port 42 with its pod IP; its IP."""
+async def _server(nc: NodeClusters, cluster: str, ns: str, name: str = "server") -> str:
+    """A socat pod that answers on TCP and UDP port 42 with its pod IP (as the conformance
+    suite's server does); its IP. Labelled ``app: <name>``."""
     node = nc.nodes[cluster]
     k = nc.kubes[cluster]
-    args = ["TCP-LISTEN:42,fork,reuseaddr", "SYSTEM:echo $POD_IP"]
-    await k.create(PODS, _pod(ns, "server", node.name, images.SERVER, args))
-    pod = await _wait_phase(k, ns, "server", "Running")
+    pod = _pod(ns, name, node.name, images.SERVER, [])
+    pod["spec"]["containers"][0]["command"] = [
+        "sh",
+        "-c",
+        "socat UDP-LISTEN:42,fork,reuseaddr 'SYSTEM:echo $POD_IP' & "
+        "exec socat TCP-LISTEN:42,fork,reuseaddr 'SYSTEM:echo $POD_IP'",
+    ]
+    await k.create(PODS, pod)
+    pod = await _wait_phase(k, ns, name, "Running")
     ip = str(pod["status"]["podIP"])
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(node.links.pod_cidr)
     return ip
@@ -160,9 +175,13 @@ async def _server(nc: NodeClusters, cluster: str, ns: str) -> str:
 
 async def _connect(nc: NodeClusters, cluster: str, ns: str, name: str, target: str) -> str:
     """Run a client pod in ``cluster`` that connects to ``target`` port 42; what it read."""
+    return await _run(nc, cluster, ns, name, f"nc -w 5 {target} 42 </dev/null")
+
+
+async def _run(nc: NodeClusters, cluster: str, ns: str, name: str, script: str) -> str:
+    """Run ``script`` in a client pod on ``cluster``'s node to completion; its output."""
     node = nc.nodes[cluster]
     k = nc.kubes[cluster]
-    script = f"nc -w 5 {target} 42 </dev/null"
     pod = _pod(ns, name, node.name, images.CLIENT, [], restartPolicy="Never")
     pod["spec"]["containers"][0]["command"] = ["sh", "-c", script]
     await k.create(PODS, pod)
@@ -190,3 +209,121 @@ async def test_a_pod_reaches_a_pod_of_the_other_cluster_by_ip_over_tcp(
     ip2 = await _server(node_clusters, "cluster-2", ns)
     assert await _connect(node_clusters, "cluster-2", ns, "client", ip1) == ip1
     assert await _connect(node_clusters, "cluster-1", ns, "client", ip2) == ip2
+
+
+def _service(ns: str, name: str, app: str) -> kube.Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "selector": {"app": app},
+            "ports": [
+                {"name": "tcp", "port": 42, "protocol": "TCP"},
+                {"name": "udp", "port": 42, "protocol": "UDP"},
+            ],
+        },
+    }
+
+
+async def test_kube_proxy_programs_a_services_cluster_ip_over_tcp_and_udp(
+    node_clusters: NodeClusters,
+) -> None:
+    ns = await _namespace(node_clusters)
+    k = node_clusters.kubes["cluster-1"]
+    server_ip = await _server(node_clusters, "cluster-1", ns)
+    svc = await k.create(kube.SERVICES, _service(ns, "hello", "server"))
+    vip = svc["spec"]["clusterIP"]
+    # The controller manager's endpointslice controller fills the Service's slice.
+    await _until(lambda: _slice_has(k, ns, "hello", server_ip), timeout=60)
+    out = await _run(
+        node_clusters,
+        "cluster-1",
+        ns,
+        "client",
+        f'for i in $(seq 30); do r=$(nc -w 2 {vip} 42 </dev/null) && [ -n "$r" ] && break; '
+        f"sleep 1; done; echo tcp $r; echo udp $(echo x | nc -u -w 2 {vip} 42); "
+        f"echo dns $(dig +short hello.{ns}.svc.cluster.local)",
+    )
+    assert out.splitlines() == [f"tcp {server_ip}", f"udp {server_ip}", f"dns {vip}"], out
+
+
+async def _slice_has(k: kube.Kube, ns: str, svc: str, ip: str) -> bool:
+    items, _ = await k.list(kube.ENDPOINT_SLICES, ns, f"kubernetes.io/service-name={svc}")
+    return any(ip in e["addresses"] for s in items for e in s.get("endpoints") or [])
+
+
+@pytest.fixture
+async def mcsync_members(
+    node_clusters: NodeClusters, nats_server: NatsServer
+) -> AsyncIterator[dict[str, runner.Member]]:
+    """A publisher and a subscriber per node cluster, in this process, on a fresh clusterset."""
+    clusterset = f"t{uuid.uuid4().hex[:10]}"
+    members: dict[str, runner.Member] = {}
+    try:
+        for c in node_clusters.control_planes.clusters:
+            await identity.write(node_clusters.kubes[c.name], c.name, clusterset)
+            m = runner.Member(
+                cluster=c.name,
+                clusterset=clusterset,
+                kubeconfig=c.kubeconfig_path,
+                nats_url=nats_server.url,
+            )
+            await m.start()
+            members[c.name] = m
+        await asyncio.gather(*(m.wait_ready() for m in members.values()))
+        yield members
+    finally:
+        for m in members.values():
+            await m.stop()
+
+
+async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_clusterset_name(
+    node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
+) -> None:
+    """The conformance suite's connectivity case: a pod in cluster-2 resolves
+    ``hello.<ns>.svc.clusterset.local`` to the ServiceImport's IP and reaches the pod behind
+    cluster-1's exported Service over TCP and UDP; ``cluster.local`` does not know the name."""
+    ns = await _namespace(node_clusters)
+    one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
+    server_ip = await _server(node_clusters, "cluster-1", ns)
+    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
+    await one.create(
+        kube.SERVICE_EXPORTS,
+        {
+            "apiVersion": kube.SERVICE_EXPORTS.api_version,
+            "kind": "ServiceExport",
+            "metadata": {"name": "hello", "namespace": ns},
+        },
+    )
+
+    async def imported() -> str | None:
+        imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
+        ips = (imp or {}).get("spec", {}).get("ips") or []
+        if not ips:
+            return None
+        items, _ = await two.list(
+            kube.ENDPOINT_SLICES, ns, f"kubernetes.io/service-name={plan.derived_name(ns, 'hello')}"
+        )
+        found = any(server_ip in e["addresses"] for s in items for e in s.get("endpoints") or [])
+        return str(ips[0]) if found else None
+
+    vip = await _until(imported, timeout=60)
+    name = f"hello.{ns}.svc.clusterset.local"
+    out = await _run(
+        node_clusters,
+        "cluster-2",
+        ns,
+        "client",
+        f'for i in $(seq 30); do ip=$(dig +short {name}); [ -n "$ip" ] && break; sleep 1; done; '
+        f"echo dns $ip; "
+        f'for i in $(seq 30); do r=$(nc -w 2 {name} 42 </dev/null) && [ -n "$r" ] && break; '
+        f"sleep 1; done; echo tcp $r; echo udp $(echo x | nc -u -w 2 {name} 42); "
+        f"echo local $(dig +short hello.{ns}.svc.cluster.local)",
+    )
+    assert out.splitlines() == [
+        f"dns {vip}",
+        f"tcp {server_ip}",
+        f"udp {server_ip}",
+        "local",
+    ], out

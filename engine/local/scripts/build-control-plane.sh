@@ -203,7 +203,9 @@ coredns_build() {
   # kubernetes plugin, which is in the default plugin list.
   mkdir -p "$work/coredns"
   GOBIN="$work/coredns" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$coredns_version"
-  "$work/coredns/coredns" -plugins | grep -qx '  dns.kubernetes' || { echo "coredns $coredns_version lacks the kubernetes plugin"; return 5; }
+  local plugins
+  plugins=$("$work/coredns/coredns" -plugins)
+  grep -qx 'kubernetes' <<<"$plugins" || { echo "coredns $coredns_version lacks the kubernetes plugin"; return 5; }
   mkdir -p "$coredns_dir"
   mv "$work/coredns/coredns" "$coredns_dir/coredns"
 }
