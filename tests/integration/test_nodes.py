@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.stream import WsApiClient
 
 from engine import identity, kube, runner
 from engine.core import plan
@@ -209,6 +211,30 @@ async def test_a_pod_reaches_a_pod_of_the_other_cluster_by_ip_over_tcp(
     ip2 = await _server(node_clusters, "cluster-2", ns)
     assert await _connect(node_clusters, "cluster-2", ns, "client", ip1) == ip1
     assert await _connect(node_clusters, "cluster-1", ns, "client", ip2) == ip2
+
+
+async def test_a_command_runs_in_a_pod_through_the_exec_subresource(
+    node_clusters: NodeClusters,
+) -> None:
+    """pods/exec goes apiserver -> kubelet -> containerd's stream server and back."""
+    ns = await _namespace(node_clusters)
+    for cluster in CLUSTERS:
+        ip = await _server(node_clusters, cluster, ns)
+        k = node_clusters.kubes[cluster]
+        async with WsApiClient(configuration=k.api.configuration) as ws:
+            out = await client.CoreV1Api(ws).connect_get_namespaced_pod_exec(
+                "server",
+                ns,
+                # The stub says str; WsApiClient sends a list as one parameter per argument.
+                command=["sh", "-c", "echo $POD_IP; cat /etc/debian_version"],  # type: ignore[arg-type]
+                stdout=True,
+                stderr=True,
+                stdin=False,
+                tty=False,
+            )
+        lines = str(out).splitlines()
+        assert lines[0] == ip, out
+        assert lines[1].startswith("12."), out
 
 
 def _service(ns: str, name: str, app: str) -> kube.Obj:
