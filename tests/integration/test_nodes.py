@@ -156,12 +156,15 @@ async def _namespace(nc: NodeClusters) -> str:
     return ns
 
 
-async def _server(nc: NodeClusters, cluster: str, ns: str, name: str = "server") -> str:
+async def _server(
+    nc: NodeClusters, cluster: str, ns: str, name: str = "server", app: str = "", **spec: Any
+) -> str:
     """A socat pod that answers on TCP and UDP port 42 with its pod IP (as the conformance
-    suite's server does); its IP. Labelled ``app: <name>``."""
+    suite's server does); its IP. Labelled ``app: <app or name>``."""
     node = nc.nodes[cluster]
     k = nc.kubes[cluster]
-    pod = _pod(ns, name, node.name, images.SERVER, [])
+    pod = _pod(ns, name, node.name, images.SERVER, [], **spec)
+    pod["metadata"]["labels"] = {"app": app or name}
     pod["spec"]["containers"][0]["command"] = [
         "sh",
         "-c",
@@ -237,7 +240,7 @@ async def test_a_command_runs_in_a_pod_through_the_exec_subresource(
         assert lines[1].startswith("12."), out
 
 
-def _service(ns: str, name: str, app: str) -> kube.Obj:
+def _service(ns: str, name: str, app: str, **spec: Any) -> kube.Obj:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -248,7 +251,16 @@ def _service(ns: str, name: str, app: str) -> kube.Obj:
                 {"name": "tcp", "port": 42, "protocol": "TCP"},
                 {"name": "udp", "port": 42, "protocol": "UDP"},
             ],
+            **spec,
         },
+    }
+
+
+def _export(ns: str, name: str) -> kube.Obj:
+    return {
+        "apiVersion": kube.SERVICE_EXPORTS.api_version,
+        "kind": "ServiceExport",
+        "metadata": {"name": name, "namespace": ns},
     }
 
 
@@ -314,14 +326,7 @@ async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_cluste
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
     server_ip = await _server(node_clusters, "cluster-1", ns)
     await one.create(kube.SERVICES, _service(ns, "hello", "server"))
-    await one.create(
-        kube.SERVICE_EXPORTS,
-        {
-            "apiVersion": kube.SERVICE_EXPORTS.api_version,
-            "kind": "ServiceExport",
-            "metadata": {"name": "hello", "namespace": ns},
-        },
-    )
+    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
 
     async def imported() -> str | None:
         imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
@@ -353,3 +358,77 @@ async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_cluste
         f"udp {server_ip}",
         "local",
     ], out
+
+
+async def test_a_service_that_is_not_exported_has_no_clusterset_name(
+    node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
+) -> None:
+    ns = await _namespace(node_clusters)
+    one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
+    await _server(node_clusters, "cluster-1", ns)
+    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
+    await one.create(kube.SERVICES, _service(ns, "hidden", "server"))
+    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+
+    async def imported() -> bool:
+        imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
+        return bool((imp or {}).get("spec", {}).get("ips"))
+
+    await _until(imported, timeout=60)
+    zone = f"{ns}.svc.clusterset.local"
+    out = await _run(
+        node_clusters,
+        "cluster-2",
+        ns,
+        "client",
+        f'for i in $(seq 30); do ip=$(dig +short hello.{zone}); [ -n "$ip" ] && break; '
+        f"sleep 1; done; echo hello $ip; echo hidden $(dig +short hidden.{zone}); "
+        f"echo status $(dig hidden.{zone} | grep -o 'status: [A-Z]*')",
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("hello 10."), out
+    assert lines[1:] == ["hidden", "status status: NXDOMAIN"], out
+
+
+async def test_a_headless_service_exported_from_both_clusters_resolves_to_every_pod(
+    node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
+) -> None:
+    """Headless: the clusterset name has an A record per ready endpoint of every exporting
+    cluster, ``<hostname>.<clusterid>.<svc>.<ns>.svc.clusterset.local`` names each, and SRV
+    records list them by port."""
+    ns = await _namespace(node_clusters)
+    ips = {}
+    for cluster, host in (("cluster-1", "a"), ("cluster-2", "b")):
+        k = node_clusters.kubes[cluster]
+        ips[host] = await _server(
+            node_clusters, cluster, ns, name=f"web-{host}", app="web", hostname=host,
+            subdomain="web",
+        )  # fmt: skip
+        await k.create(kube.SERVICES, _service(ns, "web", "web", clusterIP="None"))
+        await k.create(kube.SERVICE_EXPORTS, _export(ns, "web"))
+    two = node_clusters.kubes["cluster-2"]
+
+    async def both_imported() -> bool:
+        items, _ = await two.list(
+            kube.ENDPOINT_SLICES, ns, "multicluster.kubernetes.io/service-name=web"
+        )
+        hosts = {e.get("hostname") for s in items for e in s.get("endpoints") or []}
+        return hosts == {"a", "b"}
+
+    await _until(both_imported, timeout=60)
+    zone = f"web.{ns}.svc.clusterset.local"
+    out = await _run(
+        node_clusters,
+        "cluster-2",
+        ns,
+        "client",
+        f"for i in $(seq 30); do n=$(dig +short {zone} | wc -l); [ $n -ge 2 ] && break; "
+        f"sleep 1; done; echo A $(dig +short {zone} | sort); "
+        f"echo a $(dig +short a.cluster-1.{zone}); echo b $(dig +short b.cluster-2.{zone}); "
+        f"echo SRV $(dig +short SRV _tcp._tcp.{zone} | awk '{{print $3, $4}}' | sort)",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "A " + " ".join(sorted(ips.values())), out
+    assert lines[1] == f"a {ips['a']}", out
+    assert lines[2] == f"b {ips['b']}", out
+    assert lines[3] == f"SRV 42 a.cluster-1.{zone}. 42 b.cluster-2.{zone}.", out
