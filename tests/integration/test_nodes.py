@@ -432,3 +432,105 @@ async def test_a_headless_service_exported_from_both_clusters_resolves_to_every_
     assert lines[1] == f"a {ips['a']}", out
     assert lines[2] == f"b {ips['b']}", out
     assert lines[3] == f"SRV 42 a.cluster-1.{zone}. 42 b.cluster-2.{zone}.", out
+
+
+async def _mcs_state(nc: NodeClusters, cluster: str, ns: str) -> dict[str, Any]:
+    """What a test waits on, for its assertion messages: the import's IPs and ports, the
+    addresses of its MCS EndpointSlices by source cluster, the exports' Conflict status."""
+    k = nc.kubes[cluster]
+    imp = await k.get(kube.SERVICE_IMPORTS, ns, "hello")
+    spec = (imp or {}).get("spec", {})
+    items, _ = await k.list(
+        kube.ENDPOINT_SLICES, ns, "multicluster.kubernetes.io/service-name=hello"
+    )
+    slices: dict[str, list[str]] = {}
+    for sl in items:
+        src = sl["metadata"]["labels"].get("multicluster.kubernetes.io/source-cluster", "")
+        slices[src] = sorted(a for e in sl.get("endpoints") or [] for a in e["addresses"])
+        slices[src] += [f"port {p.get('name')}/{p.get('port')}" for p in sl.get("ports") or []]
+    conflict = {}
+    for name, kk in nc.kubes.items():
+        se = await kk.get(kube.SERVICE_EXPORTS, ns, "hello")
+        conds = {c["type"]: c for c in (se or {}).get("status", {}).get("conditions") or []}
+        conflict[name] = conds.get("Conflict", {}).get("status")
+    return {
+        "ips": spec.get("ips") or [],
+        "ports": sorted((p.get("name", ""), p["port"]) for p in spec.get("ports") or []),
+        "slices": slices,
+        "conflict": conflict,
+    }
+
+
+async def _settle(nc: NodeClusters, cluster: str, ns: str, ports: int, ips: set[str]) -> None:
+    """Until ``cluster``'s import has an IP, ``ports`` ports and exactly the endpoints ``ips``,
+    and every export shows Conflict=True."""
+
+    async def settled() -> bool:
+        st = await _mcs_state(nc, cluster, ns)
+        got = {a for addrs in st["slices"].values() for a in addrs if not a.startswith("port")}
+        conflict = set(st["conflict"].values()) == {"True"}
+        return bool(st["ips"]) and len(st["ports"]) == ports and got == ips and conflict
+
+    try:
+        await _until(settled, timeout=60)
+    except AssertionError:
+        st = await _mcs_state(nc, cluster, ns)
+        raise AssertionError(f"{cluster}: import not settled: {st}") from None
+
+
+def _ten_times(name: str, port: int) -> str:
+    """A client script: wait for ``name`` to resolve, then connect to ``port`` ten times."""
+    return (
+        f'for i in $(seq 30); do [ -n "$(dig +short {name})" ] && break; sleep 1; done; '
+        f"for i in $(seq 10); do echo $(nc -w 2 {name} {port} </dev/null); done"
+    )
+
+
+async def test_a_port_of_the_same_name_but_another_number_routes_only_to_the_winning_cluster(
+    node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
+) -> None:
+    """Conformance's StrictPortConflict case: cluster-2 exports port ``tcp`` as 4242 (to the
+    same container port), cluster-1's older export has it as 42: the import has port 42, and
+    connections to it reach cluster-1's pod every time, from both clusters."""
+    ns = await _namespace(node_clusters)
+    one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
+    ip1 = await _server(node_clusters, "cluster-1", ns)
+    ip2 = await _server(node_clusters, "cluster-2", ns)
+    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
+    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    port = {"name": "tcp", "port": 4242, "targetPort": 42, "protocol": "TCP"}
+    await two.create(kube.SERVICES, _service(ns, "hello", "server", ports=[port]))
+    await two.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    name = f"hello.{ns}.svc.clusterset.local"
+    for cluster in CLUSTERS:
+        # cluster-2's slice is there too, without the port it does not serve as 42.
+        await _settle(node_clusters, cluster, ns, 2, {ip1, ip2})
+        out = await _run(node_clusters, cluster, ns, f"client-{cluster}", _ten_times(name, 42))
+        assert out.splitlines() == [ip1] * 10, out
+
+
+async def test_a_port_of_another_name_routes_each_port_only_to_the_cluster_exposing_it(
+    node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
+) -> None:
+    """Conformance's other StrictPortConflict case: cluster-2's port is ``tcp2`` 4242: the
+    import has both ports; 42 reaches only cluster-1's pod, 4242 only cluster-2's."""
+    ns = await _namespace(node_clusters)
+    one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
+    ip1 = await _server(node_clusters, "cluster-1", ns)
+    ip2 = await _server(node_clusters, "cluster-2", ns)
+    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
+    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    port = {"name": "tcp2", "port": 4242, "targetPort": 42, "protocol": "TCP"}
+    await two.create(kube.SERVICES, _service(ns, "hello", "server", ports=[port]))
+    await two.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    await _settle(node_clusters, "cluster-2", ns, 3, {ip1, ip2})
+    name = f"hello.{ns}.svc.clusterset.local"
+    out = await _run(
+        node_clusters,
+        "cluster-2",
+        ns,
+        "client",
+        _ten_times(name, 42)
+        + f"; for i in $(seq 10); do echo $(nc -w 2 {name} 4242 </dev/null); done",
+    )
+    assert out.splitlines() == [ip1] * 10 + [ip2] * 10, out
