@@ -8,7 +8,9 @@ service-account key and service IP range, with RBAC on. It waits until each serv
 kubeconfig per cluster, and stops everything on exit.
 
 There is no kube-controller-manager: namespaces never finish deleting and nothing is
-garbage-collected, so mcsync deletes what it owns itself.
+garbage-collected, so mcsync deletes what it owns itself. :mod:`engine.local.nodes` adds a real
+node to each cluster (then the apiservers listen on the host ends of the nodes' links,
+``bind_addresses``).
 """
 
 from __future__ import annotations

@@ -4,12 +4,14 @@
 into a cluster with a node. Every node runs in a network namespace of its own
 (:mod:`engine.local.netns`): containerd and runc from Debian's packages, the kubelet and
 kube-proxy built from the Go module proxy like kube-apiserver, the CNI bridge plugin with a pod
-CIDR per node, and the test images made locally (:mod:`engine.local.images`) imported into
-containerd. Pods are placed on the node by ``spec.nodeName`` (there is no scheduler); the node
-is named ``<cluster>-node``.
+CIDR per node, CoreDNS serving ``cluster.local`` and ``clusterset.local`` at the node's address,
+and the test images made locally (:mod:`engine.local.images`) imported into containerd. Beside
+each node, on the host, a kube-controller-manager runs the endpointslice controller only. Pods
+are placed on the node by ``spec.nodeName`` (there is no scheduler); the node is named
+``<cluster>-node``. docs/nodes.md has what was measured (versions, compatibility, costs).
 
 The node is a test node, not a hardened one: the kubelet serves its API to anyone who reaches
-the node's address (only the host can), and the kubelet and kube-proxy use the cluster's admin
+the node's address (only the host can), and the node's components use the cluster's admin
 token.
 
 Everything a node makes is torn down by :meth:`LocalNodes.stop`: its containers and their
