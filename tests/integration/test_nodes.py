@@ -479,9 +479,12 @@ async def _settle(nc: NodeClusters, cluster: str, ns: str, ports: int, ips: set[
 
 
 def _ten_times(name: str, port: int) -> str:
-    """A client script: wait for ``name`` to resolve, then connect to ``port`` ten times."""
+    """A client script: wait until ``name`` resolves and ``port`` answers (kube-proxy programs a
+    new port a moment after its slice appears), then connect to it ten times, a line each."""
     return (
         f'for i in $(seq 30); do [ -n "$(dig +short {name})" ] && break; sleep 1; done; '
+        f'for i in $(seq 30); do [ -n "$(nc -w 2 {name} {port} </dev/null)" ] && break; '
+        f"sleep 1; done; "
         f"for i in $(seq 10); do echo $(nc -w 2 {name} {port} </dev/null); done"
     )
 
@@ -530,7 +533,6 @@ async def test_a_port_of_another_name_routes_each_port_only_to_the_cluster_expos
         "cluster-2",
         ns,
         "client",
-        _ten_times(name, 42)
-        + f"; for i in $(seq 10); do echo $(nc -w 2 {name} 4242 </dev/null); done",
+        _ten_times(name, 42) + "; " + _ten_times(name, 4242),
     )
     assert out.splitlines() == [ip1] * 10 + [ip2] * 10, out
