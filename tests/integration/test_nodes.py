@@ -363,18 +363,23 @@ async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_cluste
 async def test_a_service_that_is_not_exported_has_no_clusterset_name(
     node_clusters: NodeClusters, mcsync_members: dict[str, runner.Member]
 ) -> None:
+    """Only exported Services get a ``clusterset.local`` name; a local Service of the same name
+    as an import keeps its own ``cluster.local`` name and IP."""
     ns = await _namespace(node_clusters)
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
     await _server(node_clusters, "cluster-1", ns)
     await one.create(kube.SERVICES, _service(ns, "hello", "server"))
     await one.create(kube.SERVICES, _service(ns, "hidden", "server"))
     await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    local = await two.create(kube.SERVICES, _service(ns, "hello", "server"))
 
-    async def imported() -> bool:
+    async def imported() -> str | None:
         imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
-        return bool((imp or {}).get("spec", {}).get("ips"))
+        ips = (imp or {}).get("spec", {}).get("ips") or []
+        return str(ips[0]) if ips else None
 
-    await _until(imported, timeout=60)
+    vip = await _until(imported, timeout=60)
+    assert vip != local["spec"]["clusterIP"]
     zone = f"{ns}.svc.clusterset.local"
     out = await _run(
         node_clusters,
@@ -383,11 +388,15 @@ async def test_a_service_that_is_not_exported_has_no_clusterset_name(
         "client",
         f'for i in $(seq 30); do ip=$(dig +short hello.{zone}); [ -n "$ip" ] && break; '
         f"sleep 1; done; echo hello $ip; echo hidden $(dig +short hidden.{zone}); "
-        f"echo status $(dig hidden.{zone} | grep -o 'status: [A-Z]*')",
+        f"echo status $(dig hidden.{zone} | grep -o 'status: [A-Z]*'); "
+        f"echo local $(dig +short hello.{ns}.svc.cluster.local)",
     )
-    lines = out.splitlines()
-    assert lines[0].startswith("hello 10."), out
-    assert lines[1:] == ["hidden", "status status: NXDOMAIN"], out
+    assert out.splitlines() == [
+        f"hello {vip}",
+        "hidden",
+        "status status: NXDOMAIN",
+        f"local {local['spec']['clusterIP']}",
+    ], out
 
 
 async def test_a_headless_service_exported_from_both_clusters_resolves_to_every_pod(
