@@ -277,8 +277,19 @@ class LocalClusters:
                 f"--service-cluster-ip-range={cidr}",
                 "--allow-privileged=true",
                 "--kubelet-preferred-address-types=InternalIP",
-                "--endpoint-reconciler-type=none",
-                "--disable-admission-plugins=ServiceAccount",
+                # Without nodes: no `kubernetes` endpoints, and no ServiceAccount admission
+                # (nothing would create the `default` ServiceAccounts it requires). With nodes,
+                # pods use in-cluster configuration: the apiserver publishes its host address
+                # as the `kubernetes` endpoints, and the nodes' controller manager creates the
+                # ServiceAccounts and the root CA ConfigMaps.
+                *(
+                    ["--endpoint-reconciler-type=lease"]
+                    if self.bind_addresses
+                    else [
+                        "--endpoint-reconciler-type=none",
+                        "--disable-admission-plugins=ServiceAccount",
+                    ]
+                ),
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",

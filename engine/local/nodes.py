@@ -252,7 +252,8 @@ class LocalNodes:
             [
                 str(controlplane.bin_dir() / "kube-controller-manager"),
                 f"--kubeconfig={d / 'kubeconfig'}",
-                "--controllers=endpointslice",
+                "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher",
+                f"--root-ca-file={node.cluster.ca_file}",
                 "--leader-elect=false",
                 "--secure-port=0",
                 "--v=1",
@@ -264,6 +265,17 @@ class LocalNodes:
             node.in_netns(str(coredns_binary()), "-conf", str(d / "Corefile")),
             node.log("coredns"),
         )
+        # Pods reach the host (their apiserver) from the node's address: the host has no route
+        # back to the pod networks.
+        await asyncio.to_thread(
+            subprocess.run,
+            node.in_netns(
+                "iptables", "-t", "nat", "-A", "POSTROUTING", "-s", str(netns.POD_SUPERNET),
+                "-o", "eth0", "-j", "MASQUERADE",
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
         node.procs["kube-proxy"] = procs.spawn(
             node.in_netns(
                 str(controlplane.bin_dir() / "kube-proxy"), f"--config={d / 'kube-proxy.yaml'}"

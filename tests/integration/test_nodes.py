@@ -32,6 +32,7 @@ from engine.local.natsserver import NatsServer
 pytestmark = pytest.mark.integration
 
 PODS = kube.Resource("", "v1", "pods", "Pod")
+SERVICE_ACCOUNTS = kube.Resource("", "v1", "serviceaccounts", "ServiceAccount")
 CLUSTERS = ["cluster-1", "cluster-2"]
 
 
@@ -150,9 +151,13 @@ async def _wait_phase(k: kube.Kube, ns: str, name: str, *phases: str) -> kube.Ob
 
 
 async def _namespace(nc: NodeClusters) -> str:
+    """A fresh namespace in both clusters, once its ``default`` ServiceAccount exists (pods
+    need it)."""
     ns = f"t-{uuid.uuid4().hex[:10]}"
     for k in nc.kubes.values():
         await k.create(kube.NAMESPACES, {"metadata": {"name": ns}})
+    for k in nc.kubes.values():
+        await _until(lambda k=k: k.get(SERVICE_ACCOUNTS, ns, "default"), timeout=30, interval=0.2)
     return ns
 
 
@@ -238,6 +243,27 @@ async def test_a_command_runs_in_a_pod_through_the_exec_subresource(
         lines = str(out).splitlines()
         assert lines[0] == ip, out
         assert lines[1].startswith("12."), out
+
+
+async def test_a_pod_reaches_its_apiserver_with_in_cluster_configuration(
+    node_clusters: NodeClusters,
+) -> None:
+    """What mcsync needs to run as a pod: the ``kubernetes`` Service through kube-proxy to the
+    apiserver on the host, its name in DNS, a ServiceAccount token and the cluster's CA."""
+    ns = await _namespace(node_clusters)
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    out = await _run(
+        node_clusters,
+        "cluster-1",
+        ns,
+        "client",
+        f"for i in $(seq 30); do code=$(curl -sS --max-time 3 --cacert {sa}/ca.crt "
+        f'-H "Authorization: Bearer $(cat {sa}/token)" -o /tmp/body -w "%{{http_code}}" '
+        f"https://kubernetes.default.svc/api/v1/namespaces/{ns}/pods/client) && break; "
+        f"sleep 1; done; echo $code $(grep -o 'system:serviceaccount:[a-z0-9:-]*' /tmp/body)",
+    )
+    # Authenticated as the pod's ServiceAccount, which RBAC lets read nothing.
+    assert out == f"403 system:serviceaccount:{ns}:default", out
 
 
 def _service(ns: str, name: str, app: str, **spec: Any) -> kube.Obj:
