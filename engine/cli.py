@@ -231,16 +231,28 @@ def local_up(
         bool,
         typer.Option("--mcsync/--no-mcsync", help="Run a publisher and subscriber per cluster."),
     ] = True,
+    with_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--nodes/--no-nodes",
+            help="Give each cluster a real node (containerd, kubelet, kube-proxy, CoreDNS) in a "
+            "network namespace of its own, pod networks routed between clusters. Needs root and "
+            "Debian's containerd, runc and mmdebstrap; builds the node parts once.",
+        ),
+    ] = False,
     log_level: LogLevelOpt = "warning",
 ) -> None:
-    """Start a nats-server and N control planes; stay up until interrupted."""
+    """Start a nats-server and N control planes (and nodes); stay up until interrupted."""
     _logging("console", log_level)
 
     async def up() -> int:
         from engine.localstack import LocalStack
 
-        with console.status(f"starting nats-server and {clusters} control planes..."):
-            stack = LocalStack(clusters, directory.resolve(), clusterset, with_mcsync=mcsync)
+        what = f"{clusters} control planes" + (" with a node each" if with_nodes else "")
+        with console.status(f"starting nats-server and {what}..."):
+            stack = LocalStack(
+                clusters, directory.resolve(), clusterset, with_mcsync=mcsync, with_nodes=with_nodes
+            )
             await stack.start()
         try:
             assert stack.nats is not None
@@ -248,6 +260,11 @@ def local_up(
             console.print(f"  nats:        {stack.nats.url}  ({directory}/nats.url)")
             for name in stack.names:
                 console.print(f"  {name}:  kubeconfig {directory}/{name}.kubeconfig")
+            if stack.local_nodes is not None:
+                for node in stack.local_nodes.nodes:
+                    console.print(
+                        f"  {node.name}:  pods {node.links.pod_cidr}, DNS {node.links.node_ip}"
+                    )
             running = "publisher + subscriber per cluster" if mcsync else "not running"
             console.print(f"  mcsync:      {running}")
             console.print("Ctrl-C stops everything.")

@@ -4,7 +4,9 @@
 stack: one nats-server with JetStream, one etcd and N kube-apiservers, the CRDs, and the About
 API identity of each cluster (``cluster.clusterset.k8s.io`` = ``cluster-<i>``,
 ``clusterset.k8s.io`` = the clusterset name), optionally with a publisher and a subscriber per
-cluster.
+cluster. With ``nodes``, each cluster gets a real node too (:mod:`engine.local.nodes`: containerd,
+kubelet, kube-proxy, CoreDNS with ``clusterset.local``, pod networks routed between clusters),
+which needs root and a minute or so more per cluster; the default stays control planes only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from engine import identity, kube, runner
-from engine.local import controlplane
+from engine.local import controlplane, netns, nodes
 from engine.local.natsserver import NatsServer
 
 
@@ -28,10 +30,13 @@ class LocalStack:
     directory: Path | None = None
     clusterset: str = "local"
     with_mcsync: bool = True
+    with_nodes: bool = False
     member_options: dict[str, Any] = field(default_factory=dict)
     """Extra :class:`engine.runner.Member` fields for every member (settings, flags)."""
     nats: NatsServer | None = None
     control_planes: controlplane.LocalClusters | None = None
+    network: netns.Network | None = None
+    local_nodes: nodes.LocalNodes | None = None
     members: dict[str, runner.Member] = field(default_factory=dict)
     kubes: dict[str, kube.Kube] = field(default_factory=dict)
 
@@ -63,10 +68,20 @@ class LocalStack:
         self.nats = NatsServer(
             store_dir=(self.directory / "nats") if self.directory is not None else None
         )
-        self.control_planes = controlplane.LocalClusters(self.names, kubeconfig_dir=self.directory)
+        bind: list[str] | None = None
+        if self.with_nodes:
+            await asyncio.to_thread(nodes.ensure_parts)
+            self.network = netns.Network(self.clusters)
+            bind = [n.host_ip for n in await asyncio.to_thread(self.network.create)]
+        self.control_planes = controlplane.LocalClusters(
+            self.names, kubeconfig_dir=self.directory, bind_addresses=bind
+        )
         nats_start = asyncio.create_task(self.nats.__aenter__())
         await self.control_planes.start()
         await nats_start
+        if self.network is not None:
+            self.local_nodes = nodes.LocalNodes(self.control_planes, self.network)
+            await self.local_nodes.start()
         for name in self.names:
             api = await kube.load_client(self.kubeconfig(name))
             k = kube.Kube(api, field_manager="mcsync-local")
@@ -109,8 +124,12 @@ class LocalStack:
         for k in self.kubes.values():
             await k.api.close()
         self.kubes.clear()
+        if self.local_nodes is not None:
+            await asyncio.to_thread(self.local_nodes.stop)
         if self.control_planes is not None:
             self.control_planes.stop()
+        if self.network is not None:
+            self.network.destroy()
         if self.nats is not None:
             self.nats.cleanup()
         if self.directory is not None:

@@ -8,7 +8,9 @@ service-account key and service IP range, with RBAC on. It waits until each serv
 kubeconfig per cluster, and stops everything on exit.
 
 There is no kube-controller-manager: namespaces never finish deleting and nothing is
-garbage-collected, so mcsync deletes what it owns itself.
+garbage-collected, so mcsync deletes what it owns itself. :mod:`engine.local.nodes` adds a real
+node to each cluster (then the apiservers listen on the host ends of the nodes' links,
+``bind_addresses``).
 """
 
 from __future__ import annotations
@@ -98,10 +100,12 @@ class Cluster:
     log_path: Path
     etcd_prefix: str
     proc: subprocess.Popen[bytes] | None = None
+    address: str = "127.0.0.1"
+    """Where the apiserver listens: loopback, or the host end of its node's link."""
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.address}:{self.port}"
 
     def kubeconfig(self) -> dict[str, Any]:
         ca = base64.b64encode(self.ca_file.read_bytes()).decode()
@@ -146,6 +150,9 @@ class LocalClusters:
     base_dir: Path | None = None
     kubeconfig_dir: Path | None = None
     service_cidrs: list[str] | None = None
+    bind_addresses: list[str] | None = None
+    """One address per cluster to serve on instead of 127.0.0.1 (local nodes reach their
+    cluster's apiserver at the host end of their link, :mod:`engine.local.netns`)."""
     start_concurrency: int = 2
     clusters: list[Cluster] = field(default_factory=list)
     _etcd: subprocess.Popen[bytes] | None = None
@@ -203,10 +210,10 @@ class LocalClusters:
                     kubeconfig_path=kdir / f"{name}.kubeconfig",
                     log_path=cdir / "kube-apiserver.log",
                     etcd_prefix=f"/{name}-{uuid.uuid4().hex[:8]}/registry",
+                    address=self.bind_addresses[i] if self.bind_addresses else "127.0.0.1",
                 )
             )
             (cdir / "tokens.csv").write_text(f'{token},admin,admin,"system:masters"\n')
-            del i
 
         async def boot(c: Cluster, cidr: str) -> None:
             async with sem:
@@ -258,8 +265,8 @@ class LocalClusters:
                 f"--etcd-servers=http://127.0.0.1:{self._etcd_port}",
                 f"--etcd-prefix={c.etcd_prefix}",
                 "--etcd-compaction-interval=0",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={c.address}",
+                f"--advertise-address={c.address}",
                 f"--secure-port={c.port}",
                 f"--cert-dir={cdir}",
                 f"--token-auth-file={cdir / 'tokens.csv'}",
@@ -269,8 +276,20 @@ class LocalClusters:
                 f"--service-account-signing-key-file={sa_key}",
                 f"--service-cluster-ip-range={cidr}",
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
-                "--disable-admission-plugins=ServiceAccount",
+                "--kubelet-preferred-address-types=InternalIP",
+                # Without nodes: no `kubernetes` endpoints, and no ServiceAccount admission
+                # (nothing would create the `default` ServiceAccounts it requires). With nodes,
+                # pods use in-cluster configuration: the apiserver publishes its host address
+                # as the `kubernetes` endpoints, and the nodes' controller manager creates the
+                # ServiceAccounts and the root CA ConfigMaps.
+                *(
+                    ["--endpoint-reconciler-type=lease"]
+                    if self.bind_addresses
+                    else [
+                        "--endpoint-reconciler-type=none",
+                        "--disable-admission-plugins=ServiceAccount",
+                    ]
+                ),
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
                 "--v=1",

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import kube
+from engine.local import netns, nodes
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +105,48 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+async def test_local_up_with_nodes_gives_each_cluster_a_ready_node_and_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    def cgroups() -> set[Path]:
+        return {p for h in nodes.cgroup_hierarchies(unified=True) for p in h.glob("mcsync-*")}
+
+    namespaces_before, cgroups_before = netns.namespaces(), cgroups()
+    d = tmp_path / "local"
+    proc = subprocess.Popen(
+        [*MCSYNC, "local", "up", "--clusters", "2", "--nodes", "--no-mcsync", "--dir", str(d)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (d / "ready").exists():
+            assert proc.poll() is None, "local up --nodes exited early"
+            assert time.monotonic() < deadline, "local up --nodes did not get ready"
+            await asyncio.sleep(0.5)
+        for name in ("cluster-1", "cluster-2"):
+            api = await kube.load_client(d / f"{name}.kubeconfig")
+            try:
+                node = await kube.Kube(api).get(
+                    kube.Resource("", "v1", "nodes", "Node", namespaced=False), None, f"{name}-node"
+                )
+                assert node is not None
+                ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+                assert ready == "True"
+            finally:
+                await api.close()
+        assert len(netns.namespaces() - namespaces_before) == 3  # two nodes and their router
+        children = _children_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0
+        await asyncio.sleep(0.5)
+        for pid in children:
+            assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"orphan {pid}"
+        assert netns.namespaces() - namespaces_before == set()
+        assert cgroups() - cgroups_before == set()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

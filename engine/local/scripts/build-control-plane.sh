@@ -6,6 +6,13 @@
 #   build-control-plane.sh                        kube-apiserver etcd (what the demo needs)
 #   build-control-plane.sh kube-apiserver etcd helm               (what the tests need)
 #   build-control-plane.sh kube-controller-manager                 (controllers, when a test asks)
+#   build-control-plane.sh kubelet kube-proxy cni-plugins coredns node-rootfs      (local nodes)
+#
+# The node parts that are not Kubernetes commands have versions of their own, so they live beside
+# the versioned bin directory rather than in it: cni-plugins (bridge, host-local, loopback,
+# portmap) in node/cni-plugins-<version>/, coredns in node/coredns-<version>/, and node-rootfs (a
+# Debian root filesystem made by mmdebstrap, the one layer of the test images) as
+# node/rootfs-<suite>-<hash of its package list>.tar.
 #
 # Each step prints one line with its elapsed time and an estimate; the tools' own output goes to
 # a log file, whose path and last lines are printed when a step fails. The bin directory is the
@@ -13,6 +20,7 @@
 #
 # Env: MCSYNC_K8S_VERSION (default v1.36.3)  MCSYNC_ETCD_VERSION (default v3.6.16)
 #      MCSYNC_HELM_VERSION (default v3.20.2) MCSYNC_CACHE_DIR (default ${XDG_CACHE_HOME:-~/.cache}/mcsync)
+#      MCSYNC_CNI_VERSION (default v1.10.0)  MCSYNC_COREDNS_VERSION (default v1.15.0)
 #      MCSYNC_BUILD_VERBOSE=1 streams the tools' output as well.
 set -euo pipefail
 
@@ -22,32 +30,59 @@ helm_version=${MCSYNC_HELM_VERSION:-v3.20.2}
 cache_root=${MCSYNC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mcsync}
 out="$cache_root/control-plane/k8s-$k8s_version-etcd-$etcd_version"
 bin="$out/bin"
+cni_version=${MCSYNC_CNI_VERSION:-v1.10.0}
+coredns_version=${MCSYNC_COREDNS_VERSION:-v1.15.0}
+node_dir="$cache_root/node"
+cni_dir="$node_dir/cni-plugins-$cni_version"
+coredns_dir="$node_dir/coredns-$coredns_version"
+cni_plugins=(bridge host-local loopback portmap)
+# The test images' packages: a shell, nc, nslookup and dig, socat, ip, ps, curl. Keep in step
+# with ROOTFS_PACKAGES in engine/local/images.py, which names the tar by the same hash.
+rootfs_suite=bookworm
+rootfs_packages=socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certificates
+rootfs_hash=$(printf '%s %s' "$rootfs_suite" "$rootfs_packages" | sha256sum | cut -c1-12)
+rootfs_tar="$node_dir/rootfs-$rootfs_suite-$rootfs_hash.tar"
 
 wanted=("$@")
 [[ ${#wanted[@]} -gt 0 ]] || wanted=(kube-apiserver etcd)
 for w in "${wanted[@]}"; do
   case "$w" in
-    kube-apiserver | kube-controller-manager | etcd | helm) ;;
-    *) echo "error: unknown binary '$w' (kube-apiserver, kube-controller-manager, etcd, helm)" >&2; exit 2 ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | etcd | helm) ;;
+    cni-plugins | coredns | node-rootfs) ;;
+    *) echo "error: unknown part '$w' (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, cni-plugins, coredns, node-rootfs)" >&2; exit 2 ;;
   esac
 done
 
 missing=()
+built() {
+  case "$1" in
+    cni-plugins) for p in "${cni_plugins[@]}"; do [[ -x "$cni_dir/$p" ]] || return 1; done ;;
+    coredns) [[ -x "$coredns_dir/coredns" ]] ;;
+    node-rootfs) [[ -s "$rootfs_tar" ]] ;;
+    *) [[ -x "$bin/$1" ]] ;;
+  esac
+}
 for w in "${wanted[@]}"; do
-  [[ -x "$bin/$w" ]] || missing+=("$w")
+  built "$w" || missing+=("$w")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "$bin"
   exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
+needs_go=0
+for w in "${missing[@]}"; do [[ $w == node-rootfs ]] || needs_go=1; done
+if [[ " ${missing[*]} " == *" node-rootfs "* ]] && ! command -v mmdebstrap >/dev/null 2>&1; then
+  echo "error: the node root filesystem is made with mmdebstrap (Debian package mmdebstrap); none was found." >&2
+  exit 3
+fi
+if [[ $needs_go == 1 ]] && ! command -v go >/dev/null 2>&1; then
   echo "error: building the local control plane needs Go (>= 1.26) on PATH; none was found." >&2
   echo "       Install Go, or point MCSYNC_K8S_BIN at a directory holding kube-apiserver and etcd." >&2
   exit 3
 fi
 
-mkdir -p "$bin" "$cache_root/logs"
+mkdir -p "$bin" "$node_dir" "$cache_root/logs"
 logfile="$cache_root/logs/build-$(date -u +%Y%m%dT%H%M%SZ).log"
 work=$(mktemp -d "$out/work.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -145,12 +180,82 @@ helm_build() {
   mv "$work/helm/helm" "$bin/helm"
 }
 
+cni_build() {
+  # One go install of the four plugins at one version: the module has no replace directives.
+  local pkgs=()
+  for p in "${cni_plugins[@]}"; do
+    case "$p" in
+      bridge) pkgs+=("github.com/containernetworking/plugins/plugins/main/bridge@$cni_version") ;;
+      loopback) pkgs+=("github.com/containernetworking/plugins/plugins/main/loopback@$cni_version") ;;
+      host-local) pkgs+=("github.com/containernetworking/plugins/plugins/ipam/host-local@$cni_version") ;;
+      portmap) pkgs+=("github.com/containernetworking/plugins/plugins/meta/portmap@$cni_version") ;;
+    esac
+  done
+  mkdir -p "$work/cni"
+  GOBIN="$work/cni" GOFLAGS= go install -trimpath -ldflags "-s -w" "${pkgs[@]}"
+  rm -rf "$cni_dir.tmp" && mkdir -p "$cni_dir.tmp"
+  mv "$work/cni/"* "$cni_dir.tmp/"
+  rm -rf "$cni_dir" && mv "$cni_dir.tmp" "$cni_dir"
+}
+
+coredns_build() {
+  # CoreDNS from its own module, with only the plugins a node's Corefile uses (errors, health,
+  # ready, kubernetes with its multicluster option, loadbalance): a main of our own that imports
+  # them and sets the directive order, CoreDNS's documented way to choose plugins at compile
+  # time. The full plugin list pulls in every cloud SDK and takes minutes more to compile.
+  local goline gomod
+  gomod=$(cd "$work" && GOFLAGS= go mod download -json "github.com/coredns/coredns@$coredns_version" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')
+  [[ -f "$gomod" ]] || { echo "could not download github.com/coredns/coredns@$coredns_version"; return 4; }
+  goline=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod" | head -1)
+  mkdir -p "$work/coredns/src" && cd "$work/coredns/src"
+  go mod init mcsync.local/coredns-build
+  go mod edit -go="$goline" -require="github.com/coredns/coredns@$coredns_version"
+  cat >main.go <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+// The order of CoreDNS's plugin.cfg, restricted to the plugins imported above.
+func init() {
+	dnsserver.Directives = []string{"ready", "health", "errors", "loadbalance", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+GO
+  go mod tidy
+  go build -trimpath -ldflags "-s -w" -o "$work/coredns/coredns" .
+  local plugins
+  plugins=$("$work/coredns/coredns" -plugins)
+  grep -qx 'kubernetes' <<<"$plugins" || { echo "coredns $coredns_version lacks the kubernetes plugin"; return 5; }
+  mkdir -p "$coredns_dir"
+  mv "$work/coredns/coredns" "$coredns_dir/coredns"
+}
+
+rootfs_build() {
+  # A minimal Debian with the packages the test images need, as one tar (the image's one layer).
+  mmdebstrap --variant=minbase --include="$rootfs_packages" \
+    --aptopt='Acquire::Retries "3"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    "$rootfs_suite" "$work/rootfs.tar" http://deb.debian.org/debian
+  mv "$work/rootfs.tar" "$rootfs_tar"
+}
+
 kube_cmds=()
 for w in "${missing[@]}"; do
-  [[ $w == kube-* ]] && kube_cmds+=("$w")
+  [[ $w == kube* ]] && kube_cmds+=("$w")
 done
 
-echo "==> building ${missing[*]} from the Go module proxy (once; the log is $logfile)" >&2
+echo "==> building ${missing[*]} (once; the log is $logfile)" >&2
 if [[ ${#kube_cmds[@]} -gt 0 ]]; then
   step "Kubernetes $k8s_version: resolving and downloading modules" "1-3 min cold" kube_module
   step "Kubernetes $k8s_version: compiling ${kube_cmds[*]}" "4-9 min cold on 2 cores" kube_build
@@ -161,6 +266,15 @@ if [[ " ${missing[*]} " == *" etcd "* ]]; then
 fi
 if [[ " ${missing[*]} " == *" helm "* ]]; then
   step "helm $helm_version: downloading and compiling" "2-3 min cold" helm_build
+fi
+if [[ " ${missing[*]} " == *" cni-plugins "* ]]; then
+  step "CNI plugins $cni_version (${cni_plugins[*]}): downloading and compiling" "1-2 min cold" cni_build
+fi
+if [[ " ${missing[*]} " == *" coredns "* ]]; then
+  step "CoreDNS $coredns_version (the node's plugins): downloading and compiling" "1-3 min cold" coredns_build
+fi
+if [[ " ${missing[*]} " == *" node-rootfs "* ]]; then
+  step "node root filesystem (Debian $rootfs_suite, mmdebstrap)" "1-3 min" rootfs_build
 fi
 echo "==> built ${missing[*]} in $((SECONDS - total_start)) s into $bin" >&2
 echo "$bin"

@@ -1,0 +1,130 @@
+"""Container images made here, without any registry: one Debian root filesystem, several names.
+
+The build script makes a minimal Debian root filesystem with mmdebstrap (from Debian's own
+packages: a shell, nc, nslookup, socat, ip, curl). This module wraps that tar, unchanged, as the
+one layer of OCI images, writes them as an OCI image-layout archive, and imports the archive into
+a node's containerd, where the CRI sees it in the ``k8s.io`` namespace.
+
+The images carry the names that upstream manifests use, so that those run unchanged on a local
+node: the Multi-Cluster Services conformance suite's client (``nicolaka/netshoot``) and server
+(``alpine/socat``), and the pod sandbox (``registry.k8s.io/pause``). They are not those images:
+they are this Debian, with the same entrypoint conventions (socat's image runs ``socat``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOTFS_SUITE = "bookworm"
+ROOTFS_PACKAGES = "socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certificates"
+"""Keep in step with the build script's ``rootfs_packages``: the tar is named by their hash."""
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+
+
+PAUSE = "registry.k8s.io/pause:3.10"
+CLIENT = "docker.io/nicolaka/netshoot:v0.15"
+SERVER = "docker.io/alpine/socat:1.7.4.4"
+
+IMAGES = (
+    # The sandbox only has to stay alive; containerd stops it with SIGKILL.
+    Image(PAUSE, entrypoint=("/bin/sleep", "infinity")),
+    Image(CLIENT, cmd=("sh",)),
+    Image(SERVER, entrypoint=("socat",)),
+)
+
+
+def rootfs_name() -> str:
+    digest = hashlib.sha256(f"{ROOTFS_SUITE} {ROOTFS_PACKAGES}".encode()).hexdigest()[:12]
+    return f"rootfs-{ROOTFS_SUITE}-{digest}.tar"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _blob(obj: dict[str, Any]) -> tuple[bytes, str]:
+    data = json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def oci_archive(rootfs_tar: Path, out: Path, images: tuple[Image, ...] = IMAGES) -> Path:
+    """Write an OCI image-layout tar holding ``images``, each with ``rootfs_tar`` as its one
+    (uncompressed) layer, named by the ``io.containerd.image.name`` annotation. Reused when
+    ``out`` exists: its name should carry what it was made from."""
+    if out.exists():
+        return out
+    layer_digest = _sha256_file(rootfs_tar)
+    layer_size = rootfs_tar.stat().st_size
+    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    manifests = []
+    with tarfile.open(tmp, "w") as tar:
+        _add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        tar.add(str(rootfs_tar), f"blobs/sha256/{layer_digest}")
+        for image in images:
+            config: dict[str, Any] = {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {
+                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    **({"Entrypoint": list(image.entrypoint)} if image.entrypoint else {}),
+                    **({"Cmd": list(image.cmd)} if image.cmd else {}),
+                },
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+            }
+            config_data, config_digest = _blob(config)
+            manifest = {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": f"sha256:{config_digest}",
+                    "size": len(config_data),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{layer_digest}",
+                        "size": layer_size,
+                    }
+                ],
+            }
+            manifest_data, manifest_digest = _blob(manifest)
+            _add(tar, f"blobs/sha256/{config_digest}", config_data)
+            _add(tar, f"blobs/sha256/{manifest_digest}", manifest_data)
+            manifests.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": f"sha256:{manifest_digest}",
+                    "size": len(manifest_data),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "annotations": {"io.containerd.image.name": image.name},
+                }
+            )
+        index = {"schemaVersion": 2, "manifests": manifests}
+        _add(tar, "index.json", json.dumps(index, separators=(",", ":")).encode())
+    tmp.rename(out)
+    return out
