@@ -122,93 +122,87 @@ async def _serve(
         await health.stop()
 
 
-@app.command()
-@options.grouped("member", options.Member)
-@options.grouped("nats", options.Nats)
-def publisher(
-    member: options.Member,
-    nats: options.Nats,
-    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0,
-    api_server_url: Annotated[
-        str | None,
-        typer.Option(help="This cluster's API server URL, advertised in ClusterProfiles."),
-    ] = None,
-    api_server_ca_file: Annotated[
-        Path | None, typer.Option(help="PEM file of that API server's CA.")
-    ] = None,
-) -> None:
-    """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
-    append their events and a heartbeat."""
+def _reporter(member: options.Member, pub: options.Publishing) -> Any:
+    """The publisher's membership settings from its options."""
     import base64
 
     from publishers.membership import ReporterSettings
 
-    _logging(member.log_format, member.log_level)
-    ca = base64.b64encode(api_server_ca_file.read_bytes()).decode() if api_server_ca_file else None
-    reporter = ReporterSettings(
-        heartbeat_interval=heartbeat_interval,
+    ca_file = pub.api_server_ca_file
+    return ReporterSettings(
+        heartbeat_interval=pub.heartbeat_interval,
         lease=member.lease,
-        api_server_url=api_server_url,
-        api_server_ca_data=ca,
+        api_server_url=pub.api_server_url,
+        api_server_ca_data=base64.b64encode(ca_file.read_bytes()).decode() if ca_file else None,
     )
+
+
+def _subscriber_settings(member: options.Member, sub: options.Subscribing) -> Any:
+    """The subscriber's settings from its options (checked first)."""
+    from subscribers.subscriber import SubscriberSettings
+
+    sub.check()
+    return SubscriberSettings(
+        inventory_namespace=sub.inventory_namespace,
+        lease_namespace=sub.lease_namespace,
+        lease_seconds=member.lease,
+        staleness_policy=sub.staleness_policy,  # type: ignore[arg-type]
+        quiet_seconds=sub.quiet_seconds,
+        burst_quiet_seconds=sub.burst_quiet_seconds,
+        max_delay_seconds=sub.max_delay_seconds,
+    )
+
+
+@app.command()
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
+@options.grouped("pub", options.Publishing)
+def publisher(member: options.Member, nats: options.Nats, pub: options.Publishing) -> None:
+    """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
+    append their events and a heartbeat."""
+    _logging(member.log_format, member.log_level)
+    reporter = _reporter(member, pub)
     _run(_serve(member, nats, publish=True, subscribe=False, reporter=reporter))
 
 
 @app.command()
 @options.grouped("member", options.Member)
 @options.grouped("nats", options.Nats)
-def subscriber(
-    member: options.Member,
-    nats: options.Nats,
-    inventory_namespace: Annotated[
-        str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
-    ] = "mcsync-system",
-    lease_namespace: Annotated[
-        str, typer.Option(help="Namespace of the Leases that show cross-cluster leases.")
-    ] = "mcsync-system",
-    staleness_policy: Annotated[
-        str,
-        typer.Option(
-            help="withdraw: a stale member's endpoints leave every import until it returns; "
-            "keep: they stay."
-        ),
-    ] = "withdraw",
-    quiet_seconds: Annotated[
-        float,
-        typer.Option(
-            help="A changed service is reconciled once its events pause this long (seconds)."
-        ),
-    ] = 0.05,
-    burst_quiet_seconds: Annotated[
-        float,
-        typer.Option(help="The pause that ends a burst of changes to one service (seconds)."),
-    ] = 0.25,
-    max_delay_seconds: Annotated[
-        float,
-        typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
-    ] = 1.0,
-) -> None:
+@options.grouped("sub", options.Subscribing)
+def subscriber(member: options.Member, nats: options.Nats, sub: options.Subscribing) -> None:
     """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
     ClusterProfiles and ServiceExport conditions."""
-    from subscribers.subscriber import SubscriberSettings
-
-    if staleness_policy not in ("withdraw", "keep"):
-        raise typer.BadParameter("--staleness-policy must be withdraw or keep")
-    if not 0 <= quiet_seconds <= burst_quiet_seconds <= max_delay_seconds:
-        raise typer.BadParameter(
-            "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
-        )
+    settings = _subscriber_settings(member, sub)
     _logging(member.log_format, member.log_level)
-    settings = SubscriberSettings(
-        inventory_namespace=inventory_namespace,
-        lease_namespace=lease_namespace,
-        lease_seconds=member.lease,
-        staleness_policy=staleness_policy,  # type: ignore[arg-type]
-        quiet_seconds=quiet_seconds,
-        burst_quiet_seconds=burst_quiet_seconds,
-        max_delay_seconds=max_delay_seconds,
-    )
     _run(_serve(member, nats, publish=False, subscribe=True, subscriber_settings=settings))
+
+
+@app.command("member")
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
+@options.grouped("pub", options.Publishing)
+@options.grouped("sub", options.Subscribing)
+def member_command(
+    member: options.Member,
+    nats: options.Nats,
+    pub: options.Publishing,
+    sub: options.Subscribing,
+) -> None:
+    """Run this cluster's publisher and subscriber in one process: one NATS connection, one
+    API client, one health port for both (it takes the options of both commands)."""
+    settings = _subscriber_settings(member, sub)
+    _logging(member.log_format, member.log_level)
+    reporter = _reporter(member, pub)
+    _run(
+        _serve(
+            member,
+            nats,
+            publish=True,
+            subscribe=True,
+            reporter=reporter,
+            subscriber_settings=settings,
+        )
+    )
 
 
 @local_app.command("up")

@@ -1,7 +1,8 @@
 """Command-line options that several ``mcsync`` commands share, declared once.
 
-``mcsync publisher`` and ``mcsync subscriber`` take the same connection, identity and process
-options, and every command that reads the log takes the same NATS options. Each group is a
+``mcsync publisher``, ``mcsync subscriber`` and ``mcsync member`` (both in one process) take the
+same connection, identity and process options, the member also takes the publisher's and the
+subscriber's own, and every command that reads the log takes the same NATS options. Each group is a
 dataclass whose fields carry their Typer declaration; :func:`grouped` adds a group's fields to a
 command's options and hands the command one instance of the group, so a new option (or a changed
 help text or environment variable) is written in one place and reaches every command.
@@ -131,6 +132,62 @@ class Member:
     ] = 30.0
     log_format: Annotated[str, typer.Option(help="Log format: json, console or auto.")] = "auto"
     log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning, error.")] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    """What only a publisher takes (``mcsync publisher`` and ``mcsync member``)."""
+
+    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0
+    api_server_url: Annotated[
+        str | None,
+        typer.Option(help="This cluster's API server URL, advertised in ClusterProfiles."),
+    ] = None
+    api_server_ca_file: Annotated[
+        Path | None, typer.Option(help="PEM file of that API server's CA.")
+    ] = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribing:
+    """What only a subscriber takes (``mcsync subscriber`` and ``mcsync member``)."""
+
+    inventory_namespace: Annotated[
+        str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
+    ] = "mcsync-system"
+    lease_namespace: Annotated[
+        str, typer.Option(help="Namespace of the Leases that show cross-cluster leases.")
+    ] = "mcsync-system"
+    staleness_policy: Annotated[
+        str,
+        typer.Option(
+            help="withdraw: a stale member's endpoints leave every import until it returns; "
+            "keep: they stay."
+        ),
+    ] = "withdraw"
+    quiet_seconds: Annotated[
+        float,
+        typer.Option(
+            help="A changed service is reconciled once its events pause this long (seconds)."
+        ),
+    ] = 0.05
+    burst_quiet_seconds: Annotated[
+        float,
+        typer.Option(help="The pause that ends a burst of changes to one service (seconds)."),
+    ] = 0.25
+    max_delay_seconds: Annotated[
+        float,
+        typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
+    ] = 1.0
+
+    def check(self) -> None:
+        """Refuse settings that cannot work together (before anything starts)."""
+        if self.staleness_policy not in ("withdraw", "keep"):
+            raise typer.BadParameter("--staleness-policy must be withdraw or keep")
+        if not 0 <= self.quiet_seconds <= self.burst_quiet_seconds <= self.max_delay_seconds:
+            raise typer.BadParameter(
+                "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
+            )
 
 
 G = TypeVar("G")
