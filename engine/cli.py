@@ -1,14 +1,14 @@
 """The ``mcsync`` command line.
 
 Each command is a thin wrapper: it parses options, configures logging, and hands over to the
-module that does the work (``runner``, ``localstack``, ``demo``, ``schema``, ``audit``).
+module that does the work (``serve``, ``localstack``, ``demo``, ``schema``, ``audit``). The
+long-running commands (publisher, subscriber, member) are declared here for ``--help``, but a
+pod starts them through ``engine/serve.py`` without loading this module (``engine/__main__.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine import __version__, options, runtime
-from engine.core.errors import ConfigError, SyncError
+from engine import __version__, options, serve
 from engine.observe import logs
 
 app = typer.Typer(
@@ -43,141 +42,42 @@ def _logging(fmt: str, level: str) -> None:
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> None:
     """Run a command's coroutine; SIGINT/SIGTERM cancel it cleanly; errors exit non-zero."""
-
-    async def main() -> int | None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        return await coro
-
-    runtime.tune_gc()
-    try:
-        code = asyncio.run(main())
-    except asyncio.CancelledError:
-        code = 0
-    except KeyboardInterrupt:
-        code = 130
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except SyncError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    raise typer.Exit(code or 0)
+    raise typer.Exit(serve.run(coro, _report))
 
 
-async def _serve(
-    member_opts: options.Member,
+def _report(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
+
+
+def _start(
+    command: str,
+    member: options.Member,
     nats: options.Nats,
-    *,
-    publish: bool,
-    subscribe: bool,
-    reporter: Any = None,
-    subscriber_settings: Any = None,
-) -> int:
-    from engine import identity, kube, runner
-    from engine.observe.health import HealthServer
-
-    api = await kube.load_client(member_opts.kubeconfig)
-    try:
-        me = await identity.read(kube.Kube(api), member_opts.clusterset)
-    finally:
-        await api.close()
-    log = logs.get("mcsync").bind(cluster=me.cluster, clusterset=me.clusterset)
-    member = runner.Member(
-        cluster=me.cluster,
-        clusterset=me.clusterset,
-        kubeconfig=member_opts.kubeconfig,
-        nats_url=nats.nats_url,
-        publish=publish,
-        subscribe=subscribe,
-        nats_credentials=nats.credentials,
-        nats_user=nats.nats_user,
-        nats_password=nats.password,
-        nats_tls=nats.tls,
-        create_stream=member_opts.create_stream,
-    )
-    if reporter is not None:
-        member.reporter_settings = reporter
-    if subscriber_settings is not None:
-        member.subscriber_settings = subscriber_settings
-    health = HealthServer(
-        member.metrics.registry,
-        member.alive,
-        member.is_ready,
-        port=member_opts.health_port,
-        why_not_ready=member.not_ready_because,
-    )
-    port = await health.start()
-    log.info("mcsync.starting", publisher=publish, subscriber=subscribe, health_port=port)
-    try:
-        await member.start()
-        await member.wait()
-        return 1
-    finally:
-        await member.stop()
-        await health.stop()
+    pub: options.Publishing | None = None,
+    sub: options.Subscribing | None = None,
+) -> None:
+    if sub is not None and (problem := sub.problem()) is not None:
+        raise typer.BadParameter(problem)
+    raise typer.Exit(serve.start(command, member, nats, pub, sub, report=_report))
 
 
-def _reporter(member: options.Member, pub: options.Publishing) -> Any:
-    """The publisher's membership settings from its options."""
-    import base64
-
-    from publishers.membership import ReporterSettings
-
-    ca_file = pub.api_server_ca_file
-    return ReporterSettings(
-        heartbeat_interval=pub.heartbeat_interval,
-        lease=member.lease,
-        api_server_url=pub.api_server_url,
-        api_server_ca_data=base64.b64encode(ca_file.read_bytes()).decode() if ca_file else None,
-    )
-
-
-def _subscriber_settings(member: options.Member, sub: options.Subscribing) -> Any:
-    """The subscriber's settings from its options (checked first)."""
-    from subscribers.subscriber import SubscriberSettings
-
-    sub.check()
-    return SubscriberSettings(
-        inventory_namespace=sub.inventory_namespace,
-        lease_namespace=sub.lease_namespace,
-        lease_seconds=member.lease,
-        staleness_policy=sub.staleness_policy,  # type: ignore[arg-type]
-        quiet_seconds=sub.quiet_seconds,
-        burst_quiet_seconds=sub.burst_quiet_seconds,
-        max_delay_seconds=sub.max_delay_seconds,
-    )
-
-
-@app.command()
+@app.command(help=serve.COMMANDS["publisher"].help)
 @options.grouped("member", options.Member)
 @options.grouped("nats", options.Nats)
 @options.grouped("pub", options.Publishing)
 def publisher(member: options.Member, nats: options.Nats, pub: options.Publishing) -> None:
-    """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
-    append their events and a heartbeat."""
-    _logging(member.log_format, member.log_level)
-    reporter = _reporter(member, pub)
-    _run(_serve(member, nats, publish=True, subscribe=False, reporter=reporter))
+    _start("publisher", member, nats, pub=pub)
 
 
-@app.command()
+@app.command(help=serve.COMMANDS["subscriber"].help)
 @options.grouped("member", options.Member)
 @options.grouped("nats", options.Nats)
 @options.grouped("sub", options.Subscribing)
 def subscriber(member: options.Member, nats: options.Nats, sub: options.Subscribing) -> None:
-    """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
-    ClusterProfiles and ServiceExport conditions."""
-    settings = _subscriber_settings(member, sub)
-    _logging(member.log_format, member.log_level)
-    _run(_serve(member, nats, publish=False, subscribe=True, subscriber_settings=settings))
+    _start("subscriber", member, nats, sub=sub)
 
 
-@app.command("member")
+@app.command("member", help=serve.COMMANDS["member"].help)
 @options.grouped("member", options.Member)
 @options.grouped("nats", options.Nats)
 @options.grouped("pub", options.Publishing)
@@ -188,21 +88,7 @@ def member_command(
     pub: options.Publishing,
     sub: options.Subscribing,
 ) -> None:
-    """Run this cluster's publisher and subscriber in one process: one NATS connection, one
-    API client, one health port for both (it takes the options of both commands)."""
-    settings = _subscriber_settings(member, sub)
-    _logging(member.log_format, member.log_level)
-    reporter = _reporter(member, pub)
-    _run(
-        _serve(
-            member,
-            nats,
-            publish=True,
-            subscribe=True,
-            reporter=reporter,
-            subscriber_settings=settings,
-        )
-    )
+    _start("member", member, nats, pub=pub, sub=sub)
 
 
 @local_app.command("up")
