@@ -56,8 +56,6 @@ def _start(
     pub: options.Publishing | None = None,
     sub: options.Subscribing | None = None,
 ) -> None:
-    if sub is not None and (problem := sub.problem()) is not None:
-        raise typer.BadParameter(problem)
     raise typer.Exit(serve.start(command, member, nats, pub, sub, report=_report))
 
 
@@ -256,25 +254,57 @@ def stream_ensure(
     duplicate_window: Annotated[
         float, typer.Option(help="Seconds JetStream remembers Nats-Msg-Ids.")
     ] = 120,
+    leaf_sources: Annotated[
+        str,
+        typer.Option(
+            help="Leaf layout, on the hub: comma-separated ids of the clusters whose leaf "
+            "outboxes the log sources (each from the JetStream domain named like the cluster)."
+        ),
+    ] = "",
+    leaf: Annotated[
+        str | None,
+        typer.Option(
+            help="Leaf layout, on that cluster's leaf server (as its admin): provision the "
+            "cluster's outbox, its mirror of the log and its dead-letter stream."
+        ),
+    ] = None,
+    hub_domain: Annotated[
+        str, typer.Option(help="Leaf layout: the JetStream domain of the hub.")
+    ] = "hub",
 ) -> None:
-    """Create the clusterset's stream and dead-letter stream, or bring their config up to date."""
+    """Create the clusterset's stream and dead-letter stream, or bring their config up to date.
+
+    With --leaf, provision a leaf server's streams instead. Every run is idempotent.
+    """
     from engine import jetstream
     from engine.core import subjects
 
     _logging("console", "warning")
+    settings = jetstream.StreamSettings(replicas, max_age, duplicate_window)
+    sources = tuple(c.strip() for c in leaf_sources.split(",") if c.strip())
+    for c in (*sources, *([leaf] if leaf else [])):
+        subjects.check_label("cluster id", c)
+    if leaf and sources:
+        raise typer.BadParameter("give --leaf on a leaf server, --leaf-sources on the hub")
 
     async def ensure() -> int:
         nc = await nats.connect("mcsync-admin")
         try:
-            await jetstream.EventLog(nc, clusterset).ensure(
-                jetstream.StreamSettings(replicas, max_age, duplicate_window)
-            )
+            if leaf:
+                route = jetstream.Route(clusterset, leaf, "leaf")
+                await jetstream.ensure_leaf(nc.jetstream(), route, settings, hub_domain)
+                done = f"outbox, mirror and dead-letter stream of cluster {leaf} are ready"
+            else:
+                await jetstream.ensure_stream(nc.jetstream(), clusterset, settings, sources)
+                done = (
+                    f"stream {subjects.stream_name(clusterset)} and "
+                    f"{jetstream.dead_letter_stream(clusterset)} are ready"
+                )
+                if sources:
+                    done += f"; the log sources the outboxes of {', '.join(sources)}"
         finally:
             await nc.close()
-        console.print(
-            f"stream {subjects.stream_name(clusterset)} and "
-            f"{jetstream.dead_letter_stream(clusterset)} are ready"
-        )
+        console.print(done)
         return 0
 
     _run(ensure())

@@ -51,6 +51,14 @@ class Opt:
         self.envvar = envvar
 
 
+class BadOption(ValueError):
+    """A group's options that cannot work (together); both parsers report it as a usage error."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 @dataclass(frozen=True, slots=True)
 class Nats:
     """How to reach NATS and who to be there."""
@@ -140,7 +148,8 @@ class Member:
         bool,
         Opt(
             "--create-stream/--no-create-stream",
-            help="Provision the clusterset's stream if missing (needs stream-admin rights).",
+            help="Provision the clusterset's stream if missing (needs stream-admin rights). "
+            "In the mirror layout the cluster's own mirror is provisioned either way.",
         ),
     ] = True
     lease: Annotated[
@@ -152,8 +161,22 @@ class Member:
             "by the staleness policy (use the same value for every publisher and subscriber).",
         ),
     ] = 30.0
+    log_layout: Annotated[
+        str,
+        Opt(
+            envvar="MCSYNC_LOG_LAYOUT",
+            help="How this cluster reaches the log: hub (reads and writes the hub's stream), "
+            "mirror (its own account on the hub: reads its mirror there, appends pass through), "
+            "leaf (its own leaf server: reads the leaf's mirror, appends to the leaf's outbox). "
+            "Must match the NATS configuration (docs/deploy.md).",
+        ),
+    ] = "hub"
     log_format: Annotated[str, Opt(help="Log format: json, console or auto.")] = "auto"
     log_level: Annotated[str, Opt(help="Log level: debug, info, warning, error.")] = "info"
+
+    def __post_init__(self) -> None:
+        if self.log_layout not in ("hub", "mirror", "leaf"):
+            raise BadOption(f"{self.log_layout!r}: choose hub, mirror or leaf", "--log-layout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +221,14 @@ class Subscribing:
         Opt(help="A changed service waits at most this long, burst or not (seconds)."),
     ] = 1.0
 
-    def problem(self) -> str | None:
-        """What makes these settings unusable together, if anything (checked before start)."""
+    def __post_init__(self) -> None:
         if self.staleness_policy not in ("withdraw", "keep"):
-            return "--staleness-policy must be withdraw or keep"
+            raise BadOption("must be withdraw or keep", "--staleness-policy")
         if not 0 <= self.quiet_seconds <= self.burst_quiet_seconds <= self.max_delay_seconds:
-            return "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
-        return None
+            raise BadOption(
+                "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds",
+                "--quiet-seconds",
+            )
 
 
 G = TypeVar("G")
@@ -254,7 +278,11 @@ def grouped(name: str, group: type[Any]) -> Callable[[F], F]:
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
             values = {f.name: kwargs.pop(f.name) for f in fields}
-            return command(**kwargs, **{name: group(**values)})
+            try:
+                instance = group(**values)
+            except BadOption as exc:
+                raise typer.BadParameter(str(exc), param_hint=exc.option) from None
+            return command(**kwargs, **{name: instance})
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + extra
         wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -307,7 +335,10 @@ def parse(
 ) -> list[Any]:
     """Parse ``argv``; one instance of each group (exits 2 with usage on a bad option)."""
     ns = ap.parse_args(list(argv))
-    return [
-        group(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(group)})
-        for group in groups
-    ]
+    try:
+        return [
+            group(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(group)})
+            for group in groups
+        ]
+    except BadOption as exc:
+        ap.error(f"{exc.option}: {exc}")

@@ -53,6 +53,8 @@ class Member:
     nats_password: str | None = None
     nats_tls: jetstream.Tls | None = None
     create_stream: bool = True
+    log_layout: jetstream.Layout = "hub"
+    """How this cluster reaches the log (:mod:`engine.jetstream.layout`)."""
     stream: jetstream.StreamSettings = field(default_factory=jetstream.StreamSettings)
     publisher_settings: PublisherSettings = field(default_factory=PublisherSettings)
     reporter_settings: ReporterSettings = field(default_factory=ReporterSettings)
@@ -78,11 +80,9 @@ class Member:
         self._nc = await self._connect()
         api = await kube.load_client(self.kubeconfig)
         self._k8s = kube.Kube(api)
-        elog = self._log = jetstream.EventLog(self._nc, self.clusterset)
-        if self.create_stream:
-            await elog.ensure(self.stream)
-        else:
-            await elog.require_stream()
+        route = jetstream.Route(self.clusterset, self.cluster, self.log_layout)
+        elog = self._log = jetstream.EventLog(self._nc, self.clusterset, route=route)
+        await elog.prepare(self.stream, create_log=self.create_stream)
         # The first components exist when start() returns (callers look at them at once).
         if self.publish:
             pub = self._new_publisher()

@@ -86,8 +86,6 @@ def main(command: str, argv: Sequence[str]) -> None:
     member, nats, *own = options.parse(ap, spec.groups, argv)
     pub = own.pop(0) if spec.publish else None
     sub = own.pop(0) if spec.subscribe else None
-    if sub is not None and (problem := sub.problem()) is not None:
-        ap.error(problem)
     without_rich()
     sys.exit(start(command, member, nats, pub, sub, report=_stderr))
 
@@ -213,6 +211,7 @@ async def serve(
         nats_password=nats.password,
         nats_tls=nats.tls,
         create_stream=member_opts.create_stream,
+        log_layout=member_opts.log_layout,  # type: ignore[arg-type]  # checked by the option
     )
     if reporter is not None:
         member.reporter_settings = reporter

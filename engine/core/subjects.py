@@ -117,6 +117,11 @@ def lease(clusterset: str, cluster_id: str, name: str) -> str:
     return f"{PREFIX}.{clusterset}.{cluster_id}.lease.{escape(name)}"
 
 
+def cluster_leases(clusterset: str, cluster_id: str) -> str:
+    """Every lease subject of one cluster."""
+    return f"{PREFIX}.{clusterset}.{cluster_id}.lease.>"
+
+
 def lease_any_cluster(clusterset: str, name: str) -> str:
     """The wildcard over every cluster's subject of one lease (the compare-and-set scope)."""
     return f"{PREFIX}.{clusterset}.*.lease.{escape(name)}"

@@ -5,6 +5,7 @@ through them (``from engine import jetstream`` then ``jetstream.EventLog``); the
 them may move.
 
 * :mod:`.connection` - connections that reconnect forever; which failures are transient;
+* :mod:`.layout` - where a cluster reads the log and where its appends land (hub, mirror, leaf);
 * :mod:`.streams` - provisioning of the clusterset's stream and its dead-letter stream;
 * :mod:`.wire` - one message on the wire: CloudEvents headers and the strict decoder;
 * :mod:`.eventlog` - acked appends (single and pipelined), reading a subject's head, replay;
@@ -16,10 +17,13 @@ them may move.
 from engine.jetstream.connection import Tls, close, connect, is_transient
 from engine.jetstream.eventlog import Append, EventLog, Replayed
 from engine.jetstream.follower import Follower
+from engine.jetstream.layout import LAYOUTS, Layout, Route
 from engine.jetstream.streams import (
     StreamSettings,
     dead_letter_stream,
     dead_letter_subject,
+    ensure_leaf,
+    ensure_mirror,
     ensure_stream,
 )
 from engine.jetstream.wire import (
@@ -33,10 +37,13 @@ from engine.jetstream.wire import (
 __all__ = [
     "CE_SPECVERSION",
     "CE_TYPE_PREFIX",
+    "LAYOUTS",
     "Append",
     "EventLog",
     "Follower",
+    "Layout",
     "Replayed",
+    "Route",
     "StreamSettings",
     "Tls",
     "close",
@@ -44,6 +51,8 @@ __all__ = [
     "dead_letter_stream",
     "dead_letter_subject",
     "decode_message",
+    "ensure_leaf",
+    "ensure_mirror",
     "ensure_stream",
     "headers_for",
     "is_transient",

@@ -37,6 +37,7 @@ from engine.core import subjects
 from engine.core.errors import ConfigError, ConflictError, DecodeError, TransientError
 from engine.core.fold import Envelope
 from engine.jetstream import connection, delivery, streams, wire
+from engine.jetstream.layout import Route
 from engine.jetstream.pipeline import NoAck, Pipeline
 from engine.observe import logs
 
@@ -65,7 +66,13 @@ class Append:
 
 
 class EventLog:
-    """Appends to and reads from one clusterset's stream."""
+    """Appends to and reads from one clusterset's log, along the paths of its :class:`Route`.
+
+    ``stream`` is the stream this side reads (the log, or the cluster's mirror of it). With a
+    mirror, a read that must see this process's own appends first waits until the mirror holds
+    the log's sequence of the newest of them (a mirror keeps the log's sequences), so that a
+    conflict is never resolved from a copy older than the write that caused it.
+    """
 
     def __init__(
         self,
@@ -74,11 +81,17 @@ class EventLog:
         timeout: float = 5.0,
         retry_for: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        route: Route | None = None,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=4000)
         self.clusterset = clusterset
-        self.stream = subjects.stream_name(clusterset)
+        self.route = route or Route(clusterset)
+        if self.route.clusterset != clusterset:
+            raise ValueError("the route belongs to another clusterset")
+        self.stream = self.route.read_stream
+        self._seen = 0
+        """The newest log sequence this process knows of (its acks, conflicts it was told of)."""
         self.timeout = timeout
         self.retry_for = retry_for
         self.clock = clock
@@ -88,17 +101,50 @@ class EventLog:
         """Appends the server acked as duplicates of messages that were not theirs."""
 
     async def ensure(self, settings: streams.StreamSettings | None = None) -> None:
-        await streams.ensure_stream(self.js, self.clusterset, settings or streams.StreamSettings())
+        """Provision what this side reads and writes, where its credentials allow it.
+
+        ``hub``: the log and its dead-letter stream. ``mirror``: this cluster's mirror in its own
+        account (the log is the administrator's). ``leaf``: nothing; the leaf's administrator
+        provisions the outbox and the mirror (``mcsync stream ensure --leaf``), so this only checks
+        that they exist.
+        """
+        settings = settings or streams.StreamSettings()
+        if self.route.layout == "hub":
+            await streams.ensure_stream(self.js, self.clusterset, settings)
+        elif self.route.layout == "mirror":
+            await streams.ensure_mirror(self.js, self.route, settings)
+        await self.require_stream()
+
+    async def prepare(
+        self, settings: streams.StreamSettings | None = None, create_log: bool = False
+    ) -> None:
+        """Make sure what this side reads and writes exists, at the start of a process.
+
+        The log is provisioned only with ``create_log`` (stream-admin rights, hub layout);
+        otherwise it must exist. A cluster's own mirror (mirror layout) is always provisioned:
+        it is that cluster's copy, in its own account, and its user may create exactly it.
+        """
+        if create_log or self.route.layout == "mirror":
+            await self.ensure(settings)
+        else:
+            await self.require_stream()
 
     async def require_stream(self) -> None:
-        """Fail with a clear message when the stream was not provisioned."""
-        try:
-            await self.js.stream_info(self.stream)
-        except nats.js.errors.NotFoundError as exc:
-            raise ConfigError(
-                f"stream {self.stream} does not exist; provision it (mcsync publisher without "
-                "--no-create-stream, run once with admin credentials) or check the clusterset name"
-            ) from exc
+        """Fail with a clear message when a stream this side uses was not provisioned."""
+        names = [self.stream]
+        if self.route.outbox and self.route.cluster is not None:
+            names.append(
+                self.route.write_stream(subjects.cluster(self.clusterset, self.route.cluster))
+            )
+        for name in names:
+            try:
+                await self.js.stream_info(name)
+            except nats.js.errors.NotFoundError as exc:
+                raise ConfigError(
+                    f"stream {name} does not exist; provision it (`mcsync stream ensure` with "
+                    "the administrator's credentials; see docs/deploy.md for the "
+                    f"{self.route.layout} layout) or check the clusterset name"
+                ) from exc
 
     def _identify(self, a: Append, now: datetime) -> tuple[bytes, str]:
         """The body and the deterministic event id of an append."""
@@ -145,7 +191,7 @@ class EventLog:
             f"ce-id: {msg_id}\r\n{fixed}ce-time: {time_text}\r\n"
             f"ce-datacontenttype: application/json\r\n{extra}\r\n"
         )
-        return a.subject, block.encode(), body
+        return self.route.write_subject(a.subject), block.encode(), body
 
     async def append(self, a: Append) -> int:
         """Append one event; return its stream sequence (the same on a deduplicated retry)."""
@@ -153,21 +199,27 @@ class EventLog:
         return await self._retry_one(a, body, headers)
 
     async def _publish(self, a: Append, body: bytes, headers: dict[str, str]) -> int:
+        to_log = self.route.write_stream(a.subject) == self.route.log_stream
         try:
             ack = await self.js.publish(
-                a.subject, body, timeout=self.timeout, stream=self.stream, headers=headers
+                self.route.write_subject(a.subject),
+                body,
+                timeout=self.timeout,
+                stream=self.route.write_stream(a.subject),
+                headers=headers,
             )
         except nats.js.errors.APIError as exc:
             if exc.err_code in (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CONSTANT):
+                m = _ACTUAL.search(exc.description or "")
+                actual = int(m.group(1)) if m else None
+                if to_log and actual is not None:
+                    self._seen = max(self._seen, actual)
                 # An append that landed although its ack was lost comes back as a conflict when
                 # retried. It is ours if the subject's last message carries our event id.
                 landed = await self._landed(a.subject, headers["ce-id"])
                 if landed is not None:
                     return landed
-                m = _ACTUAL.search(exc.description or "")
-                raise ConflictError(
-                    a.subject, a.expected_last_seq or 0, int(m.group(1)) if m else None
-                ) from exc
+                raise ConflictError(a.subject, a.expected_last_seq or 0, actual) from exc
             if connection.is_transient(exc):
                 raise TransientError(f"append to {a.subject} failed: {exc!r}") from exc
             raise
@@ -189,12 +241,25 @@ class EventLog:
                 hint="the server acked this append as a duplicate of a message that is not it",
             )
             raise TransientError(f"append to {a.subject} was acked as a duplicate; sent again")
+        if to_log:
+            self._seen = max(self._seen, int(ack.seq))
         return int(ack.seq)
 
-    async def _head(self, subject: str, direct: bool) -> api.RawStreamMsg | None:
-        """The last message on ``subject`` (None when there is none)."""
+    async def _head(self, subject: str) -> api.RawStreamMsg | None:
+        """The last message on the log subject ``subject`` where this side writes it.
+
+        That is the outbox for a leaf's own subjects, else the stream this side reads (a mirror
+        is first brought up to the newest sequence this process knows of). None when there is
+        none. A direct get: cluster users may not use the stream's message-get API.
+        """
+        stream = self.route.write_stream(subject)
+        if stream == self.route.log_stream:
+            stream = self.stream
+            await self.caught_up(self._seen)
         try:
-            return await self.js.get_last_msg(self.stream, subject, direct=direct)
+            return await self.js.get_last_msg(
+                stream, self.route.write_subject(subject), direct=True
+            )
         except nats.js.errors.NotFoundError:
             return None
         except Exception as exc:
@@ -202,12 +267,39 @@ class EventLog:
                 raise TransientError(f"reading the last message of {subject} failed") from exc
             raise
 
+    async def caught_up(self, seq: int, within: float | None = None) -> None:
+        """Wait until the stream this side reads holds the log's sequence ``seq``.
+
+        Immediate when it reads the log itself. A mirror that stays behind for ``within``
+        seconds (default: the append timeout) raises :class:`TransientError`: its copy of the log
+        is not moving (the hub or the way to it is away).
+        """
+        if self.stream == self.route.log_stream or seq <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if within is None else within)
+        delay = 0.005
+        while True:
+            try:
+                info = await self.js.stream_info(self.stream)
+            except Exception as exc:
+                if connection.is_transient(exc):
+                    raise TransientError(f"reading {self.stream} failed: {exc!r}") from exc
+                raise
+            if int(info.state.last_seq) >= seq:
+                return
+            if loop.time() >= deadline:
+                raise TransientError(
+                    f"{self.stream} holds the log up to {info.state.last_seq}, not yet {seq}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
     async def _landed(self, subject: str, msg_id: str) -> int | None:
         """The sequence of the last message on ``subject`` if it is the append ``msg_id``."""
-        # A direct get: cluster users may not use the stream's message-get API. On a replicated
-        # stream a lagging replica could miss our append; that reports a conflict, which the
-        # caller resolves by reading again, never a lost or doubled event.
-        last = await self._head(subject, direct=True)
+        # On a replicated stream a lagging replica could miss our append; that reports a
+        # conflict, which the caller resolves by reading again, never a lost or doubled event.
+        last = await self._head(subject)
         if last is not None and last.headers and last.headers.get("ce-id") == msg_id:
             return int(last.seq or 0)
         return None
@@ -241,6 +333,8 @@ class EventLog:
         for a, outcome in zip(items, outcomes, strict=True):
             if type(outcome) is int:
                 seqs.append(outcome)
+                if self.route.write_stream(a.subject) == self.route.log_stream:
+                    self._seen = max(self._seen, outcome)
                 continue
             body, headers = self._prepare(a, now)
             seqs.append(await self._retry_one(a, body, headers))
@@ -269,7 +363,7 @@ class EventLog:
 
     async def last_sequence(self, subject: str) -> int:
         """The sequence of the last message on ``subject`` (0 when there is none)."""
-        msg = await self._head(subject, direct=True)
+        msg = await self._head(subject)
         return 0 if msg is None else int(msg.seq or 0)
 
     async def read_last(self, subject: str) -> Envelope | None:
@@ -277,11 +371,11 @@ class EventLog:
 
         Raises :class:`DecodeError` when that message is not a valid event.
         """
-        msg = await self._head(subject, direct=True)
+        msg = await self._head(subject)
         if msg is None:
             return None
         return wire.decode_message(
-            msg.subject or subject,
+            self.route.log_subject(msg.subject or subject),
             int(msg.seq or 0),
             msg.time or datetime.now(UTC),
             msg.headers,
@@ -291,8 +385,14 @@ class EventLog:
     async def read_last_per_subject(self, filter_subject: str) -> dict[str, Envelope | DecodeError]:
         """The last message of every subject under ``filter_subject``, decoded."""
         out: dict[str, Envelope | DecodeError] = {}
-        async for item in self.replay(
-            filter_subjects=[filter_subject], deliver=api.DeliverPolicy.LAST_PER_SUBJECT
+        stream = self.route.write_stream(filter_subject)
+        if stream == self.route.log_stream:
+            await self.caught_up(self._seen)
+            stream = self.stream
+        async for item in self._range(
+            stream,
+            [self.route.write_subject(filter_subject)],
+            deliver=api.DeliverPolicy.LAST_PER_SUBJECT,
         ):
             out[item.subject] = item.result
         return out
@@ -307,13 +407,34 @@ class EventLog:
         deliver: api.DeliverPolicy | None = None,
     ) -> AsyncIterator[Replayed]:
         """Read a range of the log in order, then stop (it does not wait for new events)."""
-        info = await self.js.stream_info(self.stream)
+        async for item in self._range(
+            self.stream,
+            list(filter_subjects or [subjects.all_subjects(self.clusterset)]),
+            start_seq,
+            start_time,
+            end_seq,
+            end_time,
+            deliver,
+        ):
+            yield item
+
+    async def _range(
+        self,
+        stream: str,
+        filter_subjects: list[str],
+        start_seq: int | None = None,
+        start_time: datetime | None = None,
+        end_seq: int | None = None,
+        end_time: datetime | None = None,
+        deliver: api.DeliverPolicy | None = None,
+    ) -> AsyncIterator[Replayed]:
+        info = await self.js.stream_info(stream)
         last = int(info.state.last_seq)
         if info.state.messages == 0:
             return
         stop_at = min(end_seq, last) if end_seq is not None else last
         cfg = api.ConsumerConfig(
-            filter_subjects=list(filter_subjects or [subjects.all_subjects(self.clusterset)]),
+            filter_subjects=filter_subjects,
             ack_policy=api.AckPolicy.NONE,
             mem_storage=True,
             inactive_threshold=30,
@@ -329,7 +450,7 @@ class EventLog:
         else:
             cfg.deliver_policy = api.DeliverPolicy.ALL
         sub = await self.js.subscribe(
-            "", stream=self.stream, config=cfg, ordered_consumer=True, idle_heartbeat=2.0
+            "", stream=stream, config=cfg, ordered_consumer=True, idle_heartbeat=2.0
         )
         try:
             info_c = await sub.consumer_info()
@@ -338,7 +459,7 @@ class EventLog:
                 return  # nothing in range (pushed messages would count as delivered)
             while True:
                 msg = await sub.next_msg(timeout=self.timeout * 2)
-                item, pending, stored = _decode(msg)
+                item, pending, stored = _decode(msg, self.route.log_subject(msg.subject))
                 seq = item.seq
                 if seq > stop_at or (end_time is not None and stored > end_time):
                     return
@@ -377,13 +498,13 @@ def from_ns(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
-def _decode(msg: Msg) -> tuple[Replayed, int, datetime]:
-    """The decoded message, the count still pending, and its storage time."""
+def _decode(msg: Msg, subject: str | None = None) -> tuple[Replayed, int, datetime]:
+    """The decoded message (read as if on the log ``subject``), the count still pending, and
+    its storage time."""
     seq, time, pending = position(msg)
+    subject = subject or msg.subject
     try:
-        env: Envelope | DecodeError = wire.decode_message(
-            msg.subject, seq, time, msg.headers, msg.data
-        )
+        env: Envelope | DecodeError = wire.decode_message(subject, seq, time, msg.headers, msg.data)
     except DecodeError as exc:
         env = exc
-    return Replayed(msg.subject, seq, env, msg), pending, time
+    return Replayed(subject, seq, env, msg), pending, time

@@ -15,6 +15,10 @@ INBOX: Final = "_INBOX"
 ACCOUNT: Final = "MCSYNC"
 DLQ_PREFIX: Final = "mcsyncdlq"
 OUTBOX_PREFIX: Final = "mcsyncout"
+DELIVER_PREFIX: Final = "mcsyncdeliver"
+LOG_API: Final = "$JS.LOG.API"
+"""Mirror layout: where a cluster's account sees the log account's consumer API (its mirror's
+consumer is created through it; no user of the cluster may publish there)."""
 
 _BCRYPT = re.compile(r"^\$2[abxy]\$\d\d\$[./A-Za-z0-9]{53}$")
 _NKEY_USER = re.compile(r"^U[A-Z2-7]{55}$")
@@ -50,6 +54,16 @@ def outbox_stream(clusterset: str, cluster: str) -> str:
 def mirror_stream(clusterset: str, cluster: str) -> str:
     """Leaf layout: the cluster's local mirror of the hub stream (unique across domains)."""
     return f"{stream(clusterset)}_MIRROR_{cluster.upper().replace('-', '_')}"
+
+
+def cluster_account(cluster: str) -> str:
+    """Mirror layout: the account of one cluster's processes on the hub."""
+    return f"{ACCOUNT}_{cluster.upper().replace('-', '_')}"
+
+
+def mirror_deliver(clusterset: str, cluster: str) -> str:
+    """Mirror layout: the delivery prefix of a cluster's mirror (exported to it alone)."""
+    return f"{DELIVER_PREFIX}.{clusterset}.{cluster}"
 
 
 def outbox_subjects(clusterset: str, cluster: str) -> str:
@@ -187,6 +201,32 @@ def cluster_permissions(clusterset: str, cluster: str, inbox: str = INBOX) -> Pe
     )
 
 
+def mirror_cluster_permissions(clusterset: str, cluster: str, inbox: str = INBOX) -> Permissions:
+    """Mirror layout: a cluster's processes in their own account.
+
+    They append on their own subjects (which pass through to the log), read their account's
+    mirror of the log, and may create and update that mirror (and no other stream): it is a copy
+    of what they may read anyway, and it lives in their account, under its limits.
+    """
+    check_names(clusterset, cluster)
+    mirror = mirror_stream(clusterset, cluster)
+    return Permissions(
+        publish_allow=(
+            subjects.cluster_subjects(clusterset, cluster),
+            dead_letter_subject(clusterset, cluster),
+            *stream_read(mirror),
+            f"{API}.STREAM.CREATE.{mirror}",
+            f"{API}.STREAM.UPDATE.{mirror}",
+        ),
+        publish_deny=(
+            f"{API}.STREAM.DELETE.>",
+            f"{API}.STREAM.PURGE.>",
+            f"{API}.STREAM.MSG.DELETE.>",
+        ),
+        subscribe_allow=(f"{inbox}.>",),
+    )
+
+
 def observer_permissions(clusterset: str, inbox: str = INBOX) -> Permissions:
     """A third-party tool: read the log and the dead letters; publish no message of either."""
     check_names(clusterset)
@@ -244,11 +284,13 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
             # The hub's source of the outbox: deliveries and API replies going back.
             "$JS.S.>",
             "$JSC.R.>",
+            # Lease events go to the log directly: their compare-and-set must see every
+            # cluster's. Only this cluster's.
+            subjects.cluster_leases(clusterset, cluster),
         ),
         publish_deny=(
             *stream_mutations(hub_api),
             *stream_mutations(),
-            f"{subjects.PREFIX}.>",
             f"{DLQ_PREFIX}.>",
         ),
         subscribe_allow=(
@@ -259,6 +301,8 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
             # The mirror's deliveries and the replies to its API requests.
             "$JS.M.>",
             "$JSC.R.>",
+            # The log's acks of the leases.
+            f"{INBOX}.>",
         ),
         subscribe_deny=stream_mutations(leaf_api),
     )
@@ -267,14 +311,15 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
 def leaf_local_permissions(clusterset: str, cluster: str, inbox: str = INBOX) -> Permissions:
     """Leaf layout: the cluster's mcsync processes on their own leaf server.
 
-    They write to the local outbox and read the local mirror of the hub stream (which needs
-    ``allow_direct`` and ``mirror_direct`` for direct gets). The mcsync client cannot do that
-    yet: it writes and reads one stream.
+    They write to the local outbox, read the local mirror of the hub stream (which needs
+    ``allow_direct`` for direct gets), and send lease events to the log on the hub (the leaf
+    link carries this cluster's alone).
     """
     check_names(clusterset, cluster)
     return Permissions(
         publish_allow=(
             outbox_subjects(clusterset, cluster),
+            subjects.cluster_leases(clusterset, cluster),
             dead_letter_subject(clusterset, cluster),
             *stream_read(outbox_stream(clusterset, cluster)),
             *stream_read(mirror_stream(clusterset, cluster)),
@@ -303,6 +348,11 @@ class User:
 def cluster_user(clusterset: str, cluster: str, login: Login) -> User:
     """The user a cluster's mcsync processes connect as; named like the cluster."""
     return User(cluster, login, cluster_permissions(clusterset, cluster))
+
+
+def mirror_cluster_user(clusterset: str, cluster: str, login: Login) -> User:
+    """Mirror layout: the user of a cluster's processes, in the cluster's own account."""
+    return User(cluster, login, mirror_cluster_permissions(clusterset, cluster))
 
 
 def observer_user(clusterset: str, login: Login, name: str = "observer") -> User:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -114,6 +115,36 @@ def _tls(tls: Tls | None, indent: str) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountLimits:
+    """What one cluster's account may take of the hub (mirror layout).
+
+    Whatever a cluster does within its account (a consumer per second, a full disk) stops at
+    these; the log's account and every other cluster's are untouched.
+    """
+
+    max_consumers: int = 128
+    """Each subscriber, status or replay holds one consumer on the mirror; tools a few more."""
+    max_file: str = "1G"
+    """The mirror holds the whole log: give it at least the log's size. The server reserves
+    this for the account: the clusters' sum must fit the hub's ``max_file_store``."""
+    max_mem: str = "16M"
+    """Memory-stored consumers of replays; also reserved on the server."""
+    max_streams: int = 1
+    """The mirror."""
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_bytes(text: str) -> int:
+    """A nats-server size such as ``10G`` or ``256M`` in bytes."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)B?", text.strip().upper())
+    if m is None:
+        raise ValueError(f"size {text!r}: digits and an optional K, M, G or T")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
 class Hub:
     """The hub nats-server of one clusterset (clients connect to it directly)."""
 
@@ -139,12 +170,26 @@ class Hub:
     replay and third-party reader holds one ordered consumer)."""
     tls: Tls | None = None
     leaf_tls: Tls | None = None
+    mirrors: bool = False
+    """The mirror layout: each cluster's user in an account of its own, reading a mirror of the
+    log there, its appends passing through to the log (see :func:`render_mirror_accounts`)."""
+    cluster_limits: AccountLimits = field(default_factory=AccountLimits)
+    """JetStream limits of each cluster's account (mirror layout)."""
+    leaf_advertise: bool = True
+    """Tell leaves the hub's other leafnode addresses (false behind a proxy or load balancer
+    that leaves must always go through)."""
 
 
 def hub_users(hub: Hub) -> list[access.User]:
-    """Every user of the hub's account, admin first, then clusters, observer, leaf links."""
+    """Every user of the hub's account, admin first, then clusters, observer, leaf links.
+
+    In the mirror layout the clusters' users are in accounts of their own, not here.
+    """
     users = [access.admin_user(hub.clusterset, hub.admin)]
-    users += [access.cluster_user(hub.clusterset, c, hub.clusters[c]) for c in sorted(hub.clusters)]
+    if not hub.mirrors:
+        users += [
+            access.cluster_user(hub.clusterset, c, hub.clusters[c]) for c in sorted(hub.clusters)
+        ]
     if hub.observer is not None:
         users.append(access.observer_user(hub.clusterset, hub.observer))
     users += [
@@ -193,9 +238,103 @@ def render_hub(hub: Hub, allow_plain: bool = False, notes: Sequence[str] = ()) -
         lines += [*tls, ""]
     if hub.leaf_links:
         lines += ["leafnodes {", f"  listen: {_q(hub.leafnode_listen)}"]
+        if not hub.leaf_advertise:
+            lines.append("  no_advertise: true")
         lines += _tls(hub.leaf_tls, "  ")
         lines += ["}", ""]
-    lines.append(render_accounts(hub_users(hub), hub.account, allow_plain).rstrip("\n"))
+    if hub.mirrors:
+        lines.append(render_mirror_accounts(hub, allow_plain).rstrip("\n"))
+    else:
+        lines.append(render_accounts(hub_users(hub), hub.account, allow_plain).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def _service(subject: str, accounts: Sequence[str], indent: str) -> str:
+    names = ", ".join(_q(a) for a in accounts)
+    return f"{indent}{{ service: {_q(subject)}, accounts: [{names}] }}"
+
+
+def render_mirror_accounts(hub: Hub, allow_plain: bool = False) -> str:
+    """The ``accounts`` block of the mirror layout.
+
+    The log's account holds the stream, the administrator, the observer and leaf links. Each
+    cluster has an account with its user and a JetStream limit of its own; the log's account
+    exports to it, to it alone: its own event subjects and dead-letter subject (as services: the
+    stream's acks go back as replies), and what its mirror needs (consumer creation and flow
+    control on the log; the deliveries, under a prefix of its own). What a cluster creates in
+    its account counts against that account only.
+    """
+    account = hub.account
+    n = len(hub.clusters)
+    for what, each, total in (
+        ("max_file", hub.cluster_limits.max_file, hub.max_file_store),
+        ("max_mem", hub.cluster_limits.max_mem, hub.max_memory_store),
+    ):
+        if n * size_bytes(each) >= size_bytes(total):
+            raise ValueError(
+                f"{n} cluster accounts x {what} {each} leave nothing of the server's {total} "
+                "for the log: the server reserves each account's limit"
+            )
+    if not access.NAME.fullmatch(account):
+        raise ValueError(f"account name {account!r}: use letters, digits, '-' and '_'")
+    log = access.stream(hub.clusterset)
+    clusters = sorted(hub.clusters)
+    accounts = {c: access.cluster_account(c) for c in clusters}
+    if account in accounts.values() or len(set(accounts.values())) != len(accounts):
+        raise ValueError(f"cluster accounts {sorted(accounts.values())} collide")
+    everyone = [accounts[c] for c in clusters]
+    shared = (
+        # The mirror's consumer on the log (an ordered push consumer: no name).
+        f"{access.API}.CONSUMER.CREATE.{log}",
+        f"$JS.FC.{log}.>",
+    )
+    lines = ["accounts {", f"  {account}: {{", "    jetstream: enabled", "    users: ["]
+    for user in hub_users(hub):
+        lines += render_user(user, "      ", allow_plain)
+    lines += ["    ]", "    exports: ["]
+    for c in clusters:
+        only = [accounts[c]]
+        lines.append(_service(subjects.cluster_subjects(hub.clusterset, c), only, "      "))
+        lines.append(_service(access.dead_letter_subject(hub.clusterset, c), only, "      "))
+        deliver = access.mirror_deliver(hub.clusterset, c) + ".>"
+        lines.append(f"      {{ stream: {_q(deliver)}, accounts: [{_q(accounts[c])}] }}")
+    if clusters:
+        lines += [_service(subject, everyone, "      ") for subject in shared]
+    lines += ["    ]", "  }"]
+    limits = hub.cluster_limits
+    for c in clusters:
+        user = access.mirror_cluster_user(hub.clusterset, c, hub.clusters[c])
+        imports = [
+            (subjects.cluster_subjects(hub.clusterset, c), None),
+            (access.dead_letter_subject(hub.clusterset, c), None),
+            (shared[0], f"{access.LOG_API}.CONSUMER.CREATE.{log}"),
+            (shared[1], None),
+        ]
+        lines += [
+            f"  {accounts[c]}: {{",
+            "    jetstream: {",
+            f"      max_consumers: {limits.max_consumers}",
+            f"      max_file: {limits.max_file}",
+            f"      max_mem: {limits.max_mem}",
+            f"      max_streams: {limits.max_streams}",
+            "    }",
+            "    users: [",
+            *render_user(user, "      ", allow_plain),
+            "    ]",
+            "    imports: [",
+        ]
+        for subject, to in imports:
+            mapped = f", to: {_q(to)}" if to else ""
+            lines.append(
+                f"      {{ service: {{ account: {_q(account)}, subject: {_q(subject)} }}{mapped} }}"
+            )
+        deliver = access.mirror_deliver(hub.clusterset, c) + ".>"
+        lines += [
+            f"      {{ stream: {{ account: {_q(account)}, subject: {_q(deliver)} }} }}",
+            "    ]",
+            "  }",
+        ]
+    lines.append("}")
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +435,7 @@ def example_hub(with_leafnodes: bool = False) -> Hub:
             if with_leafnodes
             else {}
         ),
+        mirrors=True,
         tls=Tls("/etc/nats/tls/tls.crt", "/etc/nats/tls/tls.key"),
         leaf_tls=(
             Tls(
@@ -316,7 +456,9 @@ def examples() -> dict[str, str]:
         "hub.conf": render_hub(
             example_hub(),
             notes=(
-                "Clusters connect to this server directly, each as its own user.",
+                "Clusters connect to this server directly, each as its own user in an account",
+                "of its own (the mirror layout: run mcsync with --log-layout mirror). What a",
+                "cluster creates there counts against its account's limits only.",
                 "",
                 *_HOW_TO_HASH,
             ),
@@ -324,7 +466,8 @@ def examples() -> dict[str, str]:
         "hub-leafnodes.conf": render_hub(
             example_hub(with_leafnodes=True),
             notes=(
-                "The hub of the leaf layout: clusters may still connect directly,",
+                "The hub of the leaf layout (provision it with `mcsync stream ensure",
+                "--leaf-sources east,west`): clusters may still connect directly (mirror layout),",
                 "and each cluster's leaf server connects with the nkey of its leaf-<cluster>",
                 "user. The nkeys below are placeholders the server refuses; create real pairs",
                 "with `nk -gen user -pubout` and put each seed in that leaf's Secret.",
@@ -347,8 +490,8 @@ def examples() -> dict[str, str]:
             ),
             notes=(
                 "The leaf server of cluster east (render again with cluster='west' for west).",
-                "The server side is tested; the mcsync client does not yet write to an outbox",
-                "stream and read a mirror, which this layout needs (docs/deploy.md).",
+                "Provision its streams with `mcsync stream ensure --leaf east` as its admin, and",
+                "run the cluster's mcsync with --log-layout leaf (docs/deploy.md).",
                 "",
                 *_HOW_TO_HASH,
             ),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+from nats.js import api
 
 from engine import jetstream, kube, runner
 from engine.core import events as ev
@@ -19,6 +21,7 @@ from engine.core import subjects
 from engine.local.natsserver import NatsServer
 from tests.integration.conftest import (
     Members,
+    endpoint_slice,
     eventually,
     get_import,
     hello_export,
@@ -170,3 +173,95 @@ async def test_no_process_exits_while_nats_is_away(members: Members) -> None:
             timeout=10,
         )
         await members.stop_all()
+
+
+async def test_a_cluster_exhausting_consumers_in_the_mirror_layout_starves_only_itself(
+    members: Members, namespace: str, tmp_path: Path
+) -> None:
+    """The consumer attack with real processes: every cluster in an account of its own on the
+    hub (the mirror layout of deploy/nats/hub.conf); cluster-3's credentials create consumers
+    until refused; then every process restarts. Clusters 1 and 2 keep working and end where they
+    were; cluster-3 hurt only itself, and its processes stay up."""
+    from engine import natsconfig
+    from tests.integration.test_nats_permissions import HASHES, PASSWORDS, HubServer
+
+    name = members.clusterset_name
+    logins = {"cluster-1": "a", "cluster-2": "b", "cluster-3": "observer"}  # test hashes
+    hub_conf = natsconfig.Hub(
+        clusterset=name,
+        clusters={c: natsconfig.bcrypt_password(HASHES[k]) for c, k in logins.items()},
+        admin=natsconfig.bcrypt_password(HASHES["admin"]),
+        mirrors=True,
+        cluster_limits=natsconfig.AccountLimits(max_consumers=16),
+    )
+    async with HubServer(name="mcsync-hub", hub=hub_conf, store_dir=tmp_path / "hub") as hub:
+        admin = await jetstream.connect(hub.url, user="admin", password=PASSWORDS["admin"])
+        try:
+            await jetstream.EventLog(admin, name).ensure()
+
+            def member(cluster: str) -> runner.Member:
+                m = members.new(cluster, **FAST, log_layout="mirror", create_stream=False)
+                m.nats_url, m.nats_user = hub.url, cluster
+                m.nats_password = PASSWORDS[logins[cluster]]
+                return m
+
+            async def start(cluster: str) -> None:
+                m = member(cluster)
+                await m.start()
+                members.members[cluster] = m
+
+            for c in logins:
+                await start(c)
+                await members.members[c].wait_ready(60)
+            await exported_everywhere(members, namespace)
+            await asyncio.sleep(1.5)
+            before = {c: await objects(members, c, namespace) for c in ("cluster-1", "cluster-2")}
+            log = subjects.stream_name(name)
+            log_consumers = (await admin.jetstream().stream_info(log)).state.consumer_count
+
+            # The attack, with cluster-3's credentials.
+            nc = await jetstream.connect(hub.url, user="cluster-3", password=PASSWORDS["observer"])
+            try:
+                mirror = natsconfig.mirror_stream(name, "cluster-3")
+                refused = None
+                for _ in range(5000):
+                    try:
+                        await nc.jetstream().add_consumer(
+                            mirror,
+                            api.ConsumerConfig(
+                                ack_policy=api.AckPolicy.NONE, inactive_threshold=3600
+                            ),
+                        )
+                    except Exception as exc:
+                        refused = exc
+                        break
+                assert getattr(refused, "err_code", None) == 10026, refused
+            finally:
+                await nc.close()
+            assert (await admin.jetstream().stream_info(log)).state.consumer_count == log_consumers
+
+            # Every process restarts.
+            for c in logins:
+                await members.stop(c)
+            for c in logins:
+                await start(c)
+            for c in ("cluster-1", "cluster-2"):
+                await members.members[c].wait_ready(60)
+                assert await objects(members, c, namespace) == before[c]
+            # cluster-3's subscriber finds its account full: it stays up and says why.
+            m3 = members.members["cluster-3"]
+            await asyncio.sleep(3.0)
+            assert m3.alive()
+            # A change still crosses between the clusters that were not attacking.
+            await members.cs["cluster-1"].kube.create(
+                kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-9", ["10.1.0.9"])
+            )
+
+            async def crossed() -> bool:
+                slices = await mcs_slices(members.cs, "cluster-2", namespace)
+                return any("10.1.0.9" in str(s.get("endpoints")) for s in slices)
+
+            await eventually(crossed, timeout=30)
+            await members.stop_all()
+        finally:
+            await admin.close()

@@ -958,4 +958,33 @@ async def test_every_grant_of_a_leaf_link_is_needed(
     async with leaf_layout(monkeypatch) as layout:
         await fill_outbox(layout)
         counts = await layout.reach(BACKLOG, 6)
-    assert counts != (BACKLOG, BACKLOG), f"without {side} {grant!r} both copies completed"
+        # The other use of the link: cluster a's lease events go straight to the log.
+        leased = await _lease_through_the_link(layout)
+    assert counts != (BACKLOG, BACKLOG) or not leased, (
+        f"without {side} {grant!r} both copies completed and a lease reached the log"
+    )
+
+
+async def _lease_through_the_link(layout: LeafLayout) -> bool:
+    """Whether cluster a, on its leaf, can append a lease event to the hub's log."""
+    log = jetstream.EventLog(
+        layout.local,
+        CLUSTERSET,
+        timeout=1.0,
+        retry_for=1.0,
+        route=jetstream.Route(CLUSTERSET, "a", "leaf"),
+    )
+    name = f"grant-{uuid.uuid4().hex[:8]}"
+    event = ev.LeaseAcquired(cluster="a", name=name, holder="a-1", duration_seconds=5, token=1)
+    try:
+        await log.append(
+            jetstream.Append(
+                subjects.lease(CLUSTERSET, "a", name),
+                event,
+                0,
+                expected_subject=subjects.lease_any_cluster(CLUSTERSET, name),
+            )
+        )
+    except (TransientError, nats.errors.Error, TimeoutError):
+        return False
+    return True

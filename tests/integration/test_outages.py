@@ -10,6 +10,8 @@ dies is tested in test_inventory).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -322,3 +324,164 @@ async def test_a_three_node_hub_losing_a_node_changes_nothing(
         )
         await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
         await members.stop_all()
+
+
+# --- the leaf layout with real processes ------------------------------------------------------
+
+LEAF_SEEDS = {"cluster-1": bytes(range(100, 132)), "cluster-2": bytes(range(140, 172))}
+LOGINS = {"cluster-1": "a", "cluster-2": "b", "cluster-3": "observer"}  # test-only hashes
+
+
+@dataclasses.dataclass
+class LeafSet:
+    hub: NatsServer
+    leaves: dict[str, NatsServer]
+    links: dict[str, Cut]
+
+
+@contextlib.asynccontextmanager
+async def leaf_clusterset(
+    members: Members, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leaves: tuple[str, ...]
+) -> AsyncIterator[LeafSet]:
+    """The rendered hub and a leaf server per cluster in ``leaves`` (its link to the hub through
+    a proxy that can be cut); the other clusters connect to the hub directly. Streams provisioned
+    with the admin's credentials; every cluster's member started in its layout."""
+    from engine import natsconfig
+    from tests.integration.test_nats_permissions import (
+        HASHES,
+        PASSWORDS,
+        HubServer,
+        LeafServer,
+        ed25519_public,
+        nkey_user_public,
+        nkey_user_seed,
+    )
+
+    name = members.clusterset_name
+    direct = [c for c in LOGINS if c not in leaves]
+    hub_conf = natsconfig.Hub(
+        clusterset=name,
+        clusters={c: natsconfig.bcrypt_password(HASHES[LOGINS[c]]) for c in direct},
+        admin=natsconfig.bcrypt_password(HASHES["admin"]),
+        leaf_links={
+            c: natsconfig.nkey(nkey_user_public(ed25519_public(LEAF_SEEDS[c]))) for c in leaves
+        },
+        leaf_advertise=False,  # leaves must go through their proxies, also when reconnecting
+    )
+    hub = HubServer(name="mcsync-hub", hub=hub_conf, store_dir=tmp_path / "hub")
+    async with hub, contextlib.AsyncExitStack() as stack:
+        links: dict[str, Cut] = {}
+        servers: dict[str, NatsServer] = {}
+        for c in leaves:
+            env = f"MCSYNC_LEAF_NKEY_SEED_{c.upper().replace('-', '_')}"
+            monkeypatch.setenv(env, nkey_user_seed(LEAF_SEEDS[c]))
+            link = links[c] = Cut(hub.leaf_port)
+            await link.start()
+            stack.push_async_callback(link.stop)
+            leaf_conf = natsconfig.Leaf(
+                clusterset=name,
+                cluster=c,
+                hub_urls=(f"nats-leaf://127.0.0.1:{link.port}",),
+                local=natsconfig.bcrypt_password(HASHES[LOGINS[c]]),
+                admin=natsconfig.bcrypt_password(HASHES["admin"]),
+                nkey_seed_env=env,
+            )
+            servers[c] = await stack.enter_async_context(
+                LeafServer(name=f"mcsync-leaf-{c}", leaf=leaf_conf, store_dir=tmp_path / c)
+            )
+        settings = jetstream.StreamSettings()
+        for server in (hub, *servers.values()):
+            nc = await jetstream.connect(server.url, user="admin", password=PASSWORDS["admin"])
+            try:
+                if server is hub:
+                    await jetstream.ensure_stream(nc.jetstream(), name, settings, leaves)
+                else:
+                    c = next(k for k, v in servers.items() if v is server)
+                    route = jetstream.Route(name, c, "leaf")
+                    await jetstream.ensure_leaf(nc.jetstream(), route, settings, "hub")
+            finally:
+                await nc.close()
+        for c, login in LOGINS.items():
+            leaf = servers.get(c)
+            m = members.new(c, **FAST, create_stream=False, log_layout="leaf" if leaf else "hub")
+            m.nats_url = (leaf or hub).url
+            m.nats_user, m.nats_password = c, PASSWORDS[login]
+            await m.start()
+            await m.wait_ready(60)
+            members.members[c] = m
+        try:
+            yield LeafSet(hub, servers, links)
+        finally:
+            await members.stop_all()
+
+
+async def test_a_leaf_cut_off_from_the_hub_is_stale_elsewhere_and_keeps_everything_itself(
+    members: Members, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cluster-1 on a leaf server of its own, whose link to the hub is cut; cluster-2 and
+    cluster-3 on the hub."""
+    async with leaf_clusterset(members, tmp_path, monkeypatch, ("cluster-1",)) as ls:
+        await exported(members, namespace, "cluster-1", ["10.1.0.1"])
+        await exported(members, namespace, "cluster-2", ["10.2.0.1"])
+        await eventually(lambda: everywhere(members, namespace, 2), timeout=60)
+        await asyncio.sleep(1.5)
+        mine = await snapshot(members, "cluster-1", namespace)
+
+        await ls.links["cluster-1"].cut()
+        # On the hub's log cluster-1 falls silent while the others heartbeat: after the lease
+        # its endpoints leave cluster-2 and cluster-3; cluster-2's stay.
+        for c in ("cluster-2", "cluster-3"):
+            await eventually(
+                functools.partial(_endpoints_from, members, c, namespace, "cluster-1", 0),
+                timeout=LEASE + 10,
+            )
+            assert await _endpoints_from(members, c, namespace, "cluster-2", 1)
+        # cluster-1 reads its leaf's mirror, which stands still: it keeps everything, and a
+        # change it makes meanwhile waits in its outbox.
+        await members.cs["cluster-1"].kube.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.2"])
+        )
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4 * LEASE:
+            assert await snapshot(members, "cluster-1", namespace) == mine
+            assert all(m.alive() for m in members.members.values())
+            await asyncio.sleep(0.5)
+
+        await ls.links["cluster-1"].heal()
+        await eventually(lambda: everywhere(members, namespace, 3), timeout=120)
+
+
+async def test_the_hub_down_for_a_minute_in_the_leaf_layout_changes_nothing(
+    members: Members, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clusters on leaves, one on the hub; the hub stops for a minute. Nothing changes
+    anywhere during it (sampled every second), no process exits, and a change made on a leaf
+    meanwhile reaches every cluster once the hub is back (within nats-server's source retry
+    backoff: docs/deploy.md)."""
+    async with leaf_clusterset(members, tmp_path, monkeypatch, ("cluster-1", "cluster-2")) as ls:
+        await exported(members, namespace, "cluster-1", ["10.1.0.1", "10.1.0.2"])
+        await eventually(lambda: everywhere(members, namespace, 2), timeout=60)
+        await asyncio.sleep(1.5)
+        names = [c.name for c in members.cs.clusters]
+        before = {c: await snapshot(members, c, namespace) for c in names}
+        writes_before = {c: writes(members.members[c]) for c in names}
+
+        ls.hub.stop()
+        down = time.monotonic()
+        changed = False
+        while time.monotonic() - down < OUTAGE:
+            for c in names:
+                assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
+            assert all(m.alive() for m in members.members.values()), "a process exited"
+            if not changed and time.monotonic() - down > OUTAGE / 2:
+                await members.cs["cluster-1"].kube.create(
+                    kube.ENDPOINT_SLICES,
+                    endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"]),
+                )
+                changed = True
+            await asyncio.sleep(1.0)
+        for c in ("cluster-2", "cluster-3"):
+            assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
+
+        await ls.hub.restart()
+        await eventually(lambda: everywhere(members, namespace, 3), timeout=120, interval=0.2)

@@ -121,3 +121,28 @@ def test_help_of_a_server_command_goes_to_the_cli() -> None:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert "--heartbeat-interval" in out.stdout and "--staleness-policy" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--log-layout=bogus"], "--log-layout"),
+        (["--quiet-seconds=2", "--max-delay-seconds=1"], "--quiet-seconds"),
+        (["--staleness-policy=forget"], "--staleness-policy"),
+    ],
+)
+def test_options_that_cannot_work_are_usage_errors_in_both_parsers(
+    argv: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    spec = serve.COMMANDS["member"]
+    with pytest.raises(SystemExit) as exc:
+        options.parse(options.parser("member", spec.help, spec.groups), spec.groups, argv)
+    assert exc.value.code == 2
+    assert option in capsys.readouterr().err
+    result = CliRunner().invoke(app, ["member", *argv])
+    assert result.exit_code == 2
+    assert option in result.output
