@@ -72,6 +72,11 @@ class Member:
     """The last failure of each component that is being started again."""
 
     @property
+    def route(self) -> jetstream.Route:
+        """Where this cluster reads the log and where its appends go."""
+        return jetstream.Route(self.clusterset, self.cluster, self.log_layout)
+
+    @property
     def k8s(self) -> kube.Kube:
         assert self._k8s is not None
         return self._k8s
@@ -80,8 +85,7 @@ class Member:
         self._nc = await self._connect()
         api = await kube.load_client(self.kubeconfig)
         self._k8s = kube.Kube(api)
-        route = jetstream.Route(self.clusterset, self.cluster, self.log_layout)
-        elog = self._log = jetstream.EventLog(self._nc, self.clusterset, route=route)
+        elog = self._log = jetstream.EventLog(self._nc, self.clusterset, route=self.route)
         await elog.prepare(self.stream, create_log=self.create_stream)
         # The first components exist when start() returns (callers look at them at once).
         if self.publish:
@@ -108,6 +112,7 @@ class Member:
                     user=self.nats_user,
                     password=self.nats_password,
                     tls=self.nats_tls,
+                    inbox_prefix=self.route.inbox_prefix,
                 )
             except Exception as exc:
                 if not (jetstream.is_transient(exc) or isinstance(exc, OSError | NoServersError)):

@@ -58,6 +58,7 @@ async def connect(
     password: str | None = None,
     on_state: Callable[[str], None] | None = None,
     tls: Tls | None = None,
+    inbox_prefix: str | None = None,
 ) -> NATS:
     """Connect with reconnects that never give up.
 
@@ -91,6 +92,8 @@ async def connect(
         kwargs["password"] = password
     if tls is not None:
         kwargs["tls"] = tls.context()
+    if inbox_prefix is not None:
+        kwargs["inbox_prefix"] = inbox_prefix
     connecting = asyncio.ensure_future(
         nats.connect(
             servers=_urls(servers),

@@ -64,6 +64,14 @@ class Route:
     def outbox(self) -> bool:
         return self.layout == "leaf"
 
+    @property
+    def inbox_prefix(self) -> str | None:
+        """The reply prefix to connect with (``inbox_prefix`` of nats-py): the leaf link carries
+        the log's replies to this cluster's own prefix only."""
+        if self.outbox and self.cluster is not None:
+            return access.leaf_inbox(self.cluster)
+        return None
+
     def write_stream(self, subject: str) -> str:
         """The stream an append on the log subject ``subject`` lands in."""
         if self.outbox and self.cluster is not None and not _is_lease(subject):

@@ -66,6 +66,12 @@ def mirror_deliver(clusterset: str, cluster: str) -> str:
     return f"{DELIVER_PREFIX}.{clusterset}.{cluster}"
 
 
+def leaf_inbox(cluster: str) -> str:
+    """Leaf layout: the reply prefix of a cluster's processes on its leaf, so that the leaf link
+    carries replies to that cluster's processes and nobody else's."""
+    return f"{INBOX}.{cluster}"
+
+
 def outbox_subjects(clusterset: str, cluster: str) -> str:
     """Leaf layout: the local-only subjects of the outbox (the hub maps them to the log's)."""
     return f"{OUTBOX_PREFIX}.{clusterset}.{cluster}.>"
@@ -301,8 +307,8 @@ def leaf_link_permissions(clusterset: str, cluster: str, hub_domain: str = "hub"
             # The mirror's deliveries and the replies to its API requests.
             "$JS.M.>",
             "$JSC.R.>",
-            # The log's acks of the leases.
-            f"{INBOX}.>",
+            # The log's acks of the leases, to this cluster's processes alone.
+            f"{leaf_inbox(cluster)}.>",
         ),
         subscribe_deny=stream_mutations(leaf_api),
     )

@@ -29,6 +29,7 @@ from tests.integration.test_nats_permissions import (
     CLUSTERSET,
     HASHES,
     LEAF_SEED,
+    PASSWORDS,
     STREAM,
     HubServer,
     LeafServer,
@@ -276,11 +277,13 @@ async def leaf_set(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> AsyncIt
             await _leaf_connected(hub)
             hub_admin = await connect(hub, "admin")
             leaf_admin = await connect(leaf, "admin")
-            na = await connect(leaf, "a")
+            route = jetstream.Route(CLUSTERSET, "a", "leaf")
+            na = await jetstream.connect(
+                leaf.url, user="a", password=PASSWORDS["a"], inbox_prefix=route.inbox_prefix
+            )
             nb = await connect(hub, "b")
             try:
                 settings = jetstream.StreamSettings()
-                route = jetstream.Route(CLUSTERSET, "a", "leaf")
                 for _ in range(2):  # idempotent, both sides
                     await jetstream.ensure_stream(
                         hub_admin.jetstream(), CLUSTERSET, settings, ("a",)

@@ -967,13 +967,11 @@ async def test_every_grant_of_a_leaf_link_is_needed(
 
 async def _lease_through_the_link(layout: LeafLayout) -> bool:
     """Whether cluster a, on its leaf, can append a lease event to the hub's log."""
-    log = jetstream.EventLog(
-        layout.local,
-        CLUSTERSET,
-        timeout=1.0,
-        retry_for=1.0,
-        route=jetstream.Route(CLUSTERSET, "a", "leaf"),
+    route = jetstream.Route(CLUSTERSET, "a", "leaf")
+    nc = await jetstream.connect(
+        layout.leaf.url, user="a", password=PASSWORDS["a"], inbox_prefix=route.inbox_prefix
     )
+    log = jetstream.EventLog(nc, CLUSTERSET, timeout=1.0, retry_for=1.0, route=route)
     name = f"grant-{uuid.uuid4().hex[:8]}"
     event = ev.LeaseAcquired(cluster="a", name=name, holder="a-1", duration_seconds=5, token=1)
     try:
@@ -987,4 +985,6 @@ async def _lease_through_the_link(layout: LeafLayout) -> bool:
         )
     except (TransientError, nats.errors.Error, TimeoutError):
         return False
+    finally:
+        await nc.close()
     return True
