@@ -22,6 +22,11 @@ Python agent with these two connections costs, so the overhead of mcsync itself 
 
     .venv/bin/python bench/bench_footprint.py            # 3 repetitions, 30 s idle
     .venv/bin/python bench/bench_footprint.py --quick    # 1 repetition, 5 s idle
+    .venv/bin/python bench/bench_footprint.py --against ../other-checkout   # and its processes
+
+``--against`` also runs the publisher and subscriber of another checkout of mcsync (e.g. the
+commit before a change), interleaved with these in every repetition, so both see the same
+machine: on a busy machine that comparison holds where absolute times do not.
 """
 
 from __future__ import annotations
@@ -100,10 +105,12 @@ def ready(port: int) -> bool:
         return False
 
 
-async def measure(argv: list[str], port: int, idle: float) -> tuple[float, float, float, float]:
+async def measure(
+    argv: list[str], port: int, idle: float, cwd: str | None = None
+) -> tuple[float, float, float, float]:
     """(start to ready s, CPU s to start, idle RSS MiB, idle CPU % of a core)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
     try:
         while not ready(port):
             if proc.poll() is not None:
@@ -131,6 +138,7 @@ async def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--idle", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--against", help="another checkout whose processes to measure too")
     args = ap.parse_args()
     if args.quick:
         args.repeat, args.idle = 1, 5.0
@@ -143,8 +151,13 @@ async def main() -> None:
             f.write(BASELINE)
             baseline_script = f.name
         results: dict[str, list[tuple[float, float, float, float]]] = {}
+        # (row, command, checkout): `python -m engine` runs the engine of its working directory.
+        spawns: list[tuple[str, str, str | None]] = [(m, m, None) for m in MODES]
+        if args.against:
+            other = os.path.abspath(args.against)
+            spawns += [(f"{m} (--against)", m, other) for m in ("publisher", "subscriber")]
         for _ in range(args.repeat):
-            for name in MODES:
+            for row, name, cwd in spawns:
                 port = procs.free_port()
                 if name == "baseline":
                     argv = [sys.executable, baseline_script, stack.nats.url, kubeconfig, str(port)]
@@ -155,7 +168,7 @@ async def main() -> None:
                         "--clusterset", "bench", "--health-port", str(port),
                         "--log-level", "warning",
                     ]  # fmt: skip
-                results.setdefault(name, []).append(await measure(argv, port, args.idle))
+                results.setdefault(row, []).append(await measure(argv, port, args.idle, cwd))
         os.unlink(baseline_script)
     # The two-process way, per repetition: both start at once (the slower one is ready last), and
     # their CPU and memory add up.
@@ -164,6 +177,7 @@ async def main() -> None:
         for p, s in zip(results["publisher"], results["subscriber"], strict=True)
     ]
     order = ["baseline", "publisher", "subscriber", "publisher + subscriber", "member"]
+    order += [row for row in results if row.endswith("(--against)")]
     base = [c.median([r[i] for r in results["baseline"]]) for i in range(4)]
     rows = []
     for name in order:
