@@ -8,6 +8,7 @@ in ("why did this endpoint appear?").
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -166,7 +167,7 @@ async def run(
 def _explain(
     console: Console, state: fold.ClusterSetState, prov: Provenance, key: tuple[str, str]
 ) -> None:
-    exports = state.exports.get(key, {})
+    exports: Mapping[str, ev.ExportUpserted] = state.exports.get(key, {})
     view = mcs.view(key[0], key[1], exports)
     console.print(f"\n[bold]{key[0]}/{key[1]}[/] as of position {state.position}:")
     if view.spec is None:

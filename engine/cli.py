@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from engine import __version__, options, serve
+from engine.core.errors import ConfigError
 from engine.observe import logs
 
 app = typer.Typer(
@@ -365,6 +366,27 @@ def lease_run(
             create_stream=create_stream,
         )
     )
+
+
+@app.command()
+def credentials(
+    token_dir: Annotated[
+        Path | None,
+        typer.Option(envvar="MCSYNC_TOKEN_DIR", help="One token file per member, named by id."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(envvar="MCSYNC_TOKEN_FILE", help="One token for every member.")
+    ] = None,
+) -> None:
+    """Exec credential plugin for ClusterProfile consumers: print an ExecCredential holding the
+    member's token, read from a file (docs/inventory.md)."""
+    from engine import credentials as credentials_mod
+
+    try:
+        credentials_mod.run(token_file, token_dir)
+    except ConfigError as exc:
+        console.print(f"mcsync credentials: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

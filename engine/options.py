@@ -220,6 +220,13 @@ class Subscribing:
         float,
         Opt(help="A changed service waits at most this long, burst or not (seconds)."),
     ] = 1.0
+    state_dir: Annotated[
+        Path | None,
+        Opt(
+            help="Save the folded state here and resume from it at start with only the newer "
+            "events (an emptyDir is enough); unset: every start reads the whole log."
+        ),
+    ] = None
 
     def __post_init__(self) -> None:
         if self.staleness_policy not in ("withdraw", "keep"):

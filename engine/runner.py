@@ -38,6 +38,18 @@ def default_instance() -> str:
     )
 
 
+def config_error(exc: BaseException) -> ConfigError | None:
+    """The configuration error ``exc`` is or carries (inside exception groups), if any."""
+    if isinstance(exc, ConfigError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = config_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
 @dataclass
 class Member:
     """One cluster's mcsync processes (publisher and/or subscriber), run as tasks."""
@@ -166,6 +178,11 @@ class Member:
                 log.exception(f"{what}.crashed", cluster=self.cluster)
                 raise
             except Exception as exc:
+                config = config_error(exc)
+                if config is not None:
+                    # Raised inside a task group, it comes wrapped: still the end of the process.
+                    log.error(f"{what}.crashed", cluster=self.cluster, error=str(config))
+                    raise config from exc
                 task = asyncio.current_task()
                 if self._stopping or (task is not None and task.cancelling()):
                     raise  # failing on the way out (a cancel turned into an error): just stop

@@ -147,6 +147,7 @@ def subscriber_settings(member: options.Member, sub: options.Subscribing) -> Sub
         quiet_seconds=sub.quiet_seconds,
         burst_quiet_seconds=sub.burst_quiet_seconds,
         max_delay_seconds=sub.max_delay_seconds,
+        state_dir=str(sub.state_dir) if sub.state_dir is not None else None,
     )
 
 

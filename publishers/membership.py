@@ -29,7 +29,7 @@ import msgspec
 
 from engine import identity, jetstream, kube
 from engine.core import events as ev
-from engine.core import evolution, subjects
+from engine.core import evolution, inventory, subjects
 from engine.core.errors import ConfigError, DecodeError, TransientError
 from engine.core.fold import Envelope
 from engine.observe import logs
@@ -68,6 +68,13 @@ class MembershipReporter:
     """Awaited after the join is appended: the publisher publishes its keys there."""
 
     def __post_init__(self) -> None:
+        url = self.settings.api_server_url
+        if url and not inventory.valid_server(url):
+            # Refused at start, not left for every profile to drop (see inventory.py).
+            raise ConfigError(
+                f"--api-server-url {url[:200]!r} is not an http(s) URL with a host "
+                "(e.g. https://east.example.com:6443): ClusterProfiles could not advertise it"
+            )
         self.clusterset = self.log.clusterset
         self.properties = kube.Informer(self.k8s, kube.CLUSTER_PROPERTIES, self._on_property)
         self.published: ev.Event | None = None

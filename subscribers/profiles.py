@@ -1,10 +1,13 @@
 """ClusterProfiles: every member of the clusterset, in every cluster (KEP-4322).
 
 The subscriber keeps one ``ClusterProfile`` per member in a configurable namespace
-(``mcsync-system`` by default), labelled ``x-k8s.io/cluster-manager=mcsync``, with the member's
-version, its ClusterProperties name for name, ``ControlPlaneHealthy`` and ``Joined``
-conditions, and ``accessProviders`` when the member's publisher advertises its API server. A
-member that leaves loses its profile everywhere. When the namespace does not exist, no profile is
+(``mcsync-system`` by default), labelled ``x-k8s.io/cluster-manager=mcsync`` and
+``multicluster.x-k8s.io/inventory-member-id=<cluster id>``, with the member's version, its
+ClusterProperties name for name, ``ControlPlaneHealthy`` and ``Joined`` conditions, and
+``accessProviders`` when the member's publisher advertises its API server (each naming the
+member in the exec extension its consumers' credential plugins read). Objects are written at
+``v1alpha1`` and are valid at ``v1alpha2`` (:mod:`engine.core.inventory`). A member that
+leaves loses its profile everywhere. When the namespace does not exist, no profile is
 written (and a warning says so) until it is created; nothing else waits for it.
 
 Status is written only when something a consumer reads changes, so steady heartbeats cause no
@@ -13,6 +16,7 @@ API writes (the KEP asks for at most one update per 30 s per profile).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,7 +87,11 @@ class ProfileSync:
             status["conditions"] = plan.with_transition_times(status["conditions"], seen, stamp)
             status_obj = {**spec_obj, "status": status}
             status_obj.pop("spec", None)
-            if observed is None or not plan.covers(observed.get("status"), status):
+            if (
+                observed is None
+                or not plan.covers(observed.get("status"), status)
+                or _withdrawn_access(observed, status, self.k8s.field_manager)
+            ):
                 await self._apply(status_obj, "status")
         for (ns, name), _ in list(self.informer.cache.items()):
             if ns == self.namespace and name not in desired:
@@ -117,3 +125,28 @@ def _spec_current(desired: dict[str, Any], observed: kube.Obj | None) -> bool:
     if any(labels.get(k) != v for k, v in want.items()):
         return False
     return plan.covers(observed.get("spec"), desired["spec"])
+
+
+def _withdrawn_access(observed: kube.Obj, status: dict[str, Any], manager: str) -> bool:
+    """Whether the profile still lists an access provider we wrote and no longer want.
+
+    ``covers`` cannot see it when none is wanted any more (say a profile written by an older
+    mcsync holds one that is refused now): the desired status then has no ``accessProviders``
+    at all. Server-side apply removes the entries our field manager owns once we apply without
+    them; entries another manager owns are none of our business.
+    """
+    wanted = {a["name"] for a in status.get("accessProviders", [])}
+    for entry in observed.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("subresource") != "status":
+            continue
+        owned = ((entry.get("fieldsV1") or {}).get("f:status") or {}).get("f:accessProviders")
+        for key in owned or {}:
+            if not key.startswith("k:"):
+                continue
+            try:
+                name = json.loads(key[2:]).get("name")
+            except (ValueError, AttributeError):
+                continue
+            if name not in wanted:
+                return True
+    return False

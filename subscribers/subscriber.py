@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from engine.core import inventory, mcs, plan
 from engine.core.errors import DecodeError, PermanentError, TransientError
 from engine.observe import logs
 from engine.observe.metrics import Metrics
+from subscribers import warmstart
 from subscribers.leaseview import LeaseView
 from subscribers.profiles import ProfileSync
 
@@ -81,6 +82,11 @@ class SubscriberSettings:
     max_delay_seconds: float = 1.0
     """However long a burst lasts, a changed service is reconciled at most this long (seconds)
     after its first pending change."""
+    state_dir: str | None = None
+    """Where the folded state is saved for a warm restart (:mod:`subscribers.warmstart`); None:
+    every start bootstraps from the log in full."""
+    snapshot_seconds: float = 60.0
+    """How often the folded state is saved (when it moved on); it is saved on stop too."""
 
 
 @dataclass
@@ -108,18 +114,28 @@ class Subscriber:
         self._timer: asyncio.TimerHandle | None = None
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
-        self.imports = kube.Informer(self.k8s, kube.SERVICE_IMPORTS, self._on_owned)
+        # The caches of what mcsync writes for services are its largest: they keep no
+        # managedFields, which the comparisons never read.
+        self.imports = kube.Informer(
+            self.k8s, kube.SERVICE_IMPORTS, self._on_owned, drop_managed_fields=True
+        )
+        # Derived Services and slices are indexed by the service they belong to, so pruning
+        # one service looks at its own objects only, however many the cluster holds.
         self.services = kube.Informer(
             self.k8s,
             kube.SERVICES,
             self._on_owned,
             label_selector=f"{plan.LABEL_MANAGED_BY}={plan.MANAGED_BY}",
+            index_key=_owning_service,
+            drop_managed_fields=True,
         )
         self.slices = kube.Informer(
             self.k8s,
             kube.ENDPOINT_SLICES,
             self._on_owned,
             label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
+            index_key=_owning_service,
+            drop_managed_fields=True,
         )
         self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
         self.follower = jetstream.Follower(
@@ -148,6 +164,11 @@ class Subscriber:
         self._admitted: frozenset[str] = frozenset()
         self._members: frozenset[str] = frozenset()
         self._health: dict[str, tuple[str, bool]] = {}
+        self._events_in: dict[type, Any] = {}
+        self.saver: warmstart.Saver | None = None
+        if self.settings.state_dir is not None:
+            path = warmstart.path_for(self.settings.state_dir, self.log, self.cluster)
+            self.saver = warmstart.Saver(self.log, path, self.cluster, self.metrics)
 
     @property
     def informers(self) -> tuple[kube.Informer, ...]:
@@ -215,7 +236,11 @@ class Subscriber:
                     "log.resumed", silent_seconds=round((env.time - self._log_time).total_seconds())
                 )
             self._log_time = env.time
-        self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event))).inc()
+        counter = self._events_in.get(type(event))
+        if counter is None:  # a labelled child per event type, looked up once
+            counter = self.metrics.events_in.labels(self.cluster, ev.tag_of(type(event)))
+            self._events_in[type(event)] = counter
+        counter.inc()
         before = self.state.counters.refused
         if not folding.apply(self.state, env):
             if self.state.counters.refused > before:
@@ -334,7 +359,7 @@ class Subscriber:
 
     def desired(self, key: ServiceKey) -> dict[plan.ObjKey, kube.Obj]:
         ns, name = key
-        exports = self.state.exports.get(key, {})
+        exports: Mapping[str, ev.ExportUpserted] = self.state.exports.get(key, {})
         view = mcs.view(ns, name, exports, self._admitted, self._members)
         derived = self.services.get(ns, plan.derived_name(ns, name))
         allocated = None
@@ -353,29 +378,39 @@ class Subscriber:
         )
 
     async def reconcile(self, key: ServiceKey) -> None:
-        """Bring one service's objects in this cluster to the desired state."""
-        ns, name = key
-        for _ in range(3):  # the derived Service's IP can change the import: at most twice more
+        """Bring one service's objects in this cluster to the desired state.
+
+        The derived Service goes first: once it is written, its ClusterIP is known and the
+        rest is planned again with it, so a new import is written once, with its ``spec.ips``,
+        and its status once, Ready.
+        """
+        desired = self.desired(key)
+        wrote_service = False
+        for okey, obj in desired.items():
+            if okey[0] == "Service" and await self._write_if_changed(okey, obj):
+                wrote_service = True
+        if wrote_service:
             desired = self.desired(key)
-            changed_service = False
-            for okey in sorted(desired, key=lambda k: (_ORDER[k[0]], k[2])):
-                kind = okey[0]
-                obj = desired[okey]
-                observed = self._observed(kind, ns, okey[2])
-                if kind == "ServiceExportStatus" and observed is None:
-                    continue  # the ServiceExport is not (yet) in our cache
-                if kind in ("ServiceImportStatus", "ServiceExportStatus"):
-                    obj = _with_times(obj, observed, self.clock())
-                    if kind == "ServiceImportStatus" and self.imports.get(ns, name) is None:
-                        continue  # written once the import exists
-                if plan.up_to_date(kind, obj, observed):
-                    continue
-                await self._write(kind, obj)
-                changed_service |= kind == "Service"
-            await self._prune(key, desired)
-            if not changed_service:
-                break
+        for okey in sorted(desired, key=lambda k: (_ORDER[k[0]], k[2])):
+            if okey[0] != "Service":
+                await self._write_if_changed(okey, desired[okey])
+        await self._prune(key, desired)
         self.reconciles += 1
+
+    async def _write_if_changed(self, okey: plan.ObjKey, obj: kube.Obj) -> bool:
+        """Write one desired object unless the cluster already holds it; whether it wrote."""
+        kind, ns, name = okey
+        observed = self._observed(kind, ns, name)
+        if kind == "ServiceExportStatus" and observed is None:
+            return False  # the ServiceExport is not (yet) in our cache
+        if kind in ("ServiceImportStatus", "ServiceExportStatus"):
+            obj = _with_times(obj, observed, self.clock())
+            if kind == "ServiceImportStatus" and observed is None:
+                return False  # written once the import exists
+        if plan.up_to_date(kind, obj, observed):
+            return False
+        await self._write(kind, obj)
+        return True
 
     async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run one API write, retrying transient failures with backoff for ``retry_for``."""
@@ -425,10 +460,8 @@ class Subscriber:
             ("EndpointSlice", self.slices),
         )
         for kind, informer in owned:
-            for (ons, oname), obj in list(informer.cache.items()):
-                labels = obj["metadata"].get("labels") or {}
-                mine = ons == ns and labels.get(plan.LABEL_SERVICE_NAME) == name
-                if mine and (kind, ns, oname) not in desired:
+            for ons, oname in sorted(informer.group(key)):
+                if (kind, ons, oname) not in desired:
                     doomed.append((kind, oname))
         for kind, oname in doomed:
             informer = self._informer(kind)
@@ -538,9 +571,14 @@ class Subscriber:
             for informer in self.informers:
                 tg.create_task(informer.run())
             await asyncio.gather(*(i.synced.wait() for i in self.informers))
+            if self.saver is not None:
+                await self._restore(self.saver)
             await self.follower.start()
             try:
                 await self.follower.caught_up.wait()
+                if self.saver is not None:
+                    await self.saver.identify()
+                    tg.create_task(self._snapshots(self.saver))
                 self._admitted = self.admitted()
                 self._members = frozenset(inventory.members(self.state))
                 self._health = {}
@@ -565,6 +603,33 @@ class Subscriber:
                 if self._timer is not None:
                     self._timer.cancel()
                 await self.follower.stop()
+                if self.saver is not None and self.follower.caught_up.is_set():
+                    try:
+                        self.saver.save(self.state, self._log_time)
+                    except OSError as exc:
+                        self._log.warning("snapshot.save_failed", error=repr(exc)[:300])
+
+    async def _restore(self, saver: warmstart.Saver) -> None:
+        """Start from the saved state, if it verifies: only the events after it are read."""
+        restored = await warmstart.load(self.log, saver.path, self.cluster, self.metrics)
+        if restored is None:
+            return
+        self.state = restored.state
+        self._log_time = restored.log_time
+        self.follower.start_seq = restored.position + 1
+        saver.loaded(restored.position)
+
+    async def _snapshots(self, saver: warmstart.Saver) -> None:
+        """Save the folded state every ``snapshot_seconds`` while it moves on.
+
+        Only once caught up: before that, a last-per-subject bootstrap has not yet delivered
+        every subject below the highest sequence it has seen, so no position describes it."""
+        while True:
+            await asyncio.sleep(self.settings.snapshot_seconds)
+            try:
+                await saver.save_async(self.state, self._log_time)
+            except OSError as exc:
+                self._log.warning("snapshot.save_failed", error=repr(exc)[:300])
 
     async def _tick(self) -> None:
         """Look again at leases and health, but only when the log's clock moved.
@@ -580,6 +645,13 @@ class Subscriber:
             if clock != seen or self._log_time is None:
                 seen = clock
                 self._reassess()
+
+
+def _owning_service(obj: kube.Obj) -> ServiceKey | None:
+    """The service an object mcsync derived belongs to, by its service-name label."""
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(plan.LABEL_SERVICE_NAME)
+    return (str(meta.get("namespace", "")), str(name)) if name else None
 
 
 def _live(namespace: kube.Obj | None) -> bool:

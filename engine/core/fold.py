@@ -16,10 +16,10 @@ Rules that keep folding safe:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 import msgspec
 
@@ -77,17 +77,143 @@ class Counters:
 
 ServiceKey = tuple[str, str]
 
+_E = TypeVar("_E", ev.ExportUpserted, ev.SliceUpserted)
+_encode: Final = msgspec.msgpack.Encoder().encode
+
+
+class Packed(MutableMapping[str, _E]):
+    """A mapping of events kept packed (msgpack bytes), each decoded when it is read.
+
+    The state holds the last event of every export and slice of the clusterset, and reads one
+    service's at a time (to merge and plan it). Decoded, an endpoint costs ~400 bytes of
+    Python objects (a struct, a tuple and a separate string for every address, zone and node
+    name); packed, ~35. Reading decodes again (microseconds per event), so only the service
+    being reconciled is ever decoded. Equality is by decoded content (``Mapping``'s).
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def _pack(self, value: _E) -> bytes:
+        raise NotImplementedError
+
+    def _unpack(self, data: bytes) -> _E:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> _E:
+        return self._unpack(self._data[key])
+
+    def __setitem__(self, key: str, value: _E) -> None:
+        self._data[key] = self._pack(value)
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self.items())!r})"
+
+    def packed(self) -> dict[str, bytes]:
+        """The packed events by key (a snapshot stores them as they are)."""
+        return self._data
+
+    @classmethod
+    def of_packed(cls, data: dict[str, bytes]) -> Self:
+        out = cls()
+        out._data = data
+        return out
+
+
+_decode_export: Final = msgspec.msgpack.Decoder(ev.ExportUpserted).decode
+
+
+class ExportsByCluster(Packed[ev.ExportUpserted]):
+    """One service's current export by each cluster."""
+
+    __slots__ = ()
+
+    def _pack(self, value: ev.ExportUpserted) -> bytes:
+        return _encode(value)
+
+    def _unpack(self, data: bytes) -> ev.ExportUpserted:
+        event: ev.ExportUpserted = _decode_export(data)
+        return event
+
+
+EndpointRow = tuple[
+    tuple[str, ...], bool | None, bool | None, bool | None, str | None, str | None, str | None
+]
+"""The fields of :class:`~engine.core.events.Endpoint` in order, packed as an array: without
+the field names an endpoint packs into about 35 bytes instead of 80. A new Endpoint field
+needs a new row (and a new snapshot format): a unit test holds the two together."""
+
+
+class _PackedSlice(msgspec.Struct, array_like=True, gc=False):
+    cluster: str
+    namespace: str
+    service: str
+    name: str
+    address_type: str
+    ports: tuple[ev.EndpointPort, ...]
+    endpoints: list[EndpointRow]
+
+
+_decode_slice: Final = msgspec.msgpack.Decoder(_PackedSlice).decode
+_astuple: Final = msgspec.structs.astuple
+
+
+class SlicesByName(Packed[ev.SliceUpserted]):
+    """One cluster's current source EndpointSlices of one service, by slice name."""
+
+    __slots__ = ()
+
+    def _pack(self, value: ev.SliceUpserted) -> bytes:
+        return _encode(
+            _PackedSlice(
+                value.cluster,
+                value.namespace,
+                value.service,
+                value.name,
+                value.address_type,
+                value.ports,
+                [_astuple(e) for e in value.endpoints],
+            )
+        )
+
+    def _unpack(self, data: bytes) -> ev.SliceUpserted:
+        p = _decode_slice(data)
+        return ev.SliceUpserted(
+            cluster=p.cluster,
+            namespace=p.namespace,
+            service=p.service,
+            name=p.name,
+            address_type=p.address_type,  # type: ignore[arg-type]  # packed from the event
+            endpoints=tuple(ev.Endpoint(*row) for row in p.endpoints),
+            ports=p.ports,
+        )
+
 
 @dataclass(slots=True)
 class ClusterSetState:
     """The folded state of one clusterset.
 
     ``exports[(ns, name)][cluster]`` is that cluster's current export of the service;
-    ``slices[(ns, name)][cluster][slice]`` its current source EndpointSlices.
+    ``slices[(ns, name)][cluster][slice]`` its current source EndpointSlices. Both keep their
+    events packed (:class:`Packed`): they are decoded when read.
     """
 
-    exports: dict[ServiceKey, dict[str, ev.ExportUpserted]] = field(default_factory=dict)
-    slices: dict[ServiceKey, dict[str, dict[str, ev.SliceUpserted]]] = field(default_factory=dict)
+    exports: dict[ServiceKey, ExportsByCluster] = field(default_factory=dict)
+    slices: dict[ServiceKey, dict[str, SlicesByName]] = field(default_factory=dict)
     clusters: dict[str, ClusterRecord] = field(default_factory=dict)
     leases: dict[str, LeaseRecord] = field(default_factory=dict)
     last_seq: dict[str, int] = field(default_factory=dict)
@@ -97,8 +223,10 @@ class ClusterSetState:
     def snapshot(self) -> bytes:
         """A canonical encoding of the state (sorted keys): equal states give equal bytes."""
         doc = {
-            "exports": {f"{k[0]}/{k[1]}": v for k, v in self.exports.items()},
-            "slices": {f"{k[0]}/{k[1]}": v for k, v in self.slices.items()},
+            "exports": {f"{k[0]}/{k[1]}": dict(v) for k, v in self.exports.items()},
+            "slices": {
+                f"{k[0]}/{k[1]}": {c: dict(m) for c, m in v.items()} for k, v in self.slices.items()
+            },
             "clusters": {
                 k: {
                     "info": r.info,
@@ -175,7 +303,11 @@ def fold(
 
 def _export_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     event: ev.ExportUpserted = env.event  # type: ignore[assignment]
-    state.exports.setdefault((event.namespace, event.name), {})[cluster] = event
+    key = (event.namespace, event.name)
+    by_cluster = state.exports.get(key)
+    if by_cluster is None:
+        by_cluster = state.exports[key] = ExportsByCluster()
+    by_cluster[cluster] = event
 
 
 def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> None:
@@ -183,7 +315,7 @@ def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> No
     key = (event.namespace, event.name)
     by_cluster = state.exports.get(key)
     if by_cluster is not None:
-        by_cluster.pop(cluster, None)
+        by_cluster.packed().pop(cluster, None)
         if not by_cluster:
             del state.exports[key]
 
@@ -191,7 +323,11 @@ def _export_withdrawn(state: ClusterSetState, cluster: str, env: Envelope) -> No
 def _slice_upserted(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     event: ev.SliceUpserted = env.event  # type: ignore[assignment]
     key = (event.namespace, event.service)
-    state.slices.setdefault(key, {}).setdefault(cluster, {})[event.name] = event
+    per_cluster = state.slices.setdefault(key, {})
+    own = per_cluster.get(cluster)
+    if own is None:
+        own = per_cluster[cluster] = SlicesByName()
+    own[event.name] = event
 
 
 def _slice_removed(state: ClusterSetState, cluster: str, env: Envelope) -> None:
@@ -200,7 +336,7 @@ def _slice_removed(state: ClusterSetState, cluster: str, env: Envelope) -> None:
     per_cluster = state.slices.get(key, {})
     own = per_cluster.get(cluster)
     if own is not None:
-        own.pop(event.name, None)
+        own.packed().pop(event.name, None)
         if not own:
             del per_cluster[cluster]
         if not per_cluster:

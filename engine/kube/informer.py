@@ -4,13 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Final
+from collections.abc import Callable, Hashable, Iterator
+from typing import Final, TypeVar, overload
 
 from engine.core.errors import TransientError
 from engine.kube import client as kube_client
 from engine.kube.resources import Obj, ObjKey, Resource, key_of
 from engine.observe import logs
+
+IndexKey = Callable[[Obj], Hashable | None]
+_T = TypeVar("_T")
+_MISSING: Final = object()
+
+
+class IndexedCache(dict[ObjKey, Obj]):
+    """The informer's cache, with a secondary index kept current on every change.
+
+    ``index_key(obj)`` names the group an object belongs to (None: no group); :meth:`group`
+    answers the keys of one group without looking at the others. Every way the informer (and
+    anyone holding the cache) adds or drops an object goes through ``__setitem__``,
+    ``__delitem__`` or ``pop``, so the index cannot drift from the cache.
+    """
+
+    def __init__(self, index_key: IndexKey) -> None:
+        super().__init__()
+        self._index_key = index_key
+        self._groups: dict[Hashable, set[ObjKey]] = {}
+        self._group_of: dict[ObjKey, Hashable] = {}
+
+    def group(self, group: Hashable) -> frozenset[ObjKey]:
+        return frozenset(self._groups.get(group, ()))
+
+    def _unindex(self, k: ObjKey) -> None:
+        g = self._group_of.pop(k, None)
+        if g is not None:
+            members = self._groups[g]
+            members.discard(k)
+            if not members:
+                del self._groups[g]
+
+    def __setitem__(self, k: ObjKey, obj: Obj) -> None:
+        super().__setitem__(k, obj)
+        g = self._index_key(obj)
+        if self._group_of.get(k) != g:
+            self._unindex(k)
+            if g is not None:
+                self._group_of[k] = g
+                self._groups.setdefault(g, set()).add(k)
+
+    def __delitem__(self, k: ObjKey) -> None:
+        super().__delitem__(k)
+        self._unindex(k)
+
+    @overload
+    def pop(self, k: ObjKey, /) -> Obj: ...
+    @overload
+    def pop(self, k: ObjKey, default: Obj, /) -> Obj: ...
+    @overload
+    def pop(self, k: ObjKey, default: _T, /) -> Obj | _T: ...
+    def pop(self, k: ObjKey, default: object = _MISSING, /) -> object:
+        if k in self:
+            obj = super().pop(k)
+            self._unindex(k)
+            return obj
+        if default is _MISSING:
+            raise KeyError(k)
+        return default
+
+    def clear(self) -> None:
+        super().clear()
+        self._groups.clear()
+        self._group_of.clear()
 
 
 class Informer:
@@ -30,6 +94,8 @@ class Informer:
         namespace: str | None = None,
         label_selector: str | None = None,
         watch_timeout: int = 240,
+        index_key: IndexKey | None = None,
+        drop_managed_fields: bool = False,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -37,7 +103,10 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
-        self.cache: dict[ObjKey, Obj] = {}
+        self.cache: dict[ObjKey, Obj] = IndexedCache(index_key) if index_key else {}
+        self.drop_managed_fields = drop_managed_fields
+        """Cache objects without ``metadata.managedFields`` (for callers that never read it:
+        for the objects mcsync writes it is about as large as the rest of the object)."""
         self.synced = asyncio.Event()
         self.relists = 0
         self._held: dict[ObjKey, list[tuple[Obj | None, Obj | None]]] = {}
@@ -47,6 +116,13 @@ class Informer:
 
     def get(self, namespace: str, name: str) -> Obj | None:
         return self.cache.get((namespace, name))
+
+    def group(self, group: Hashable) -> frozenset[ObjKey]:
+        """The keys of the cached objects whose ``index_key`` is ``group`` (an informer made
+        without ``index_key`` has no groups): found without looking at the other objects."""
+        if isinstance(self.cache, IndexedCache):
+            return self.cache.group(group)
+        return frozenset()
 
     @contextlib.contextmanager
     def writing(self, namespace: str, name: str) -> Iterator[None]:
@@ -84,6 +160,7 @@ class Informer:
         it comes first): only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
+        self._slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
@@ -122,6 +199,12 @@ class Informer:
             self.forget(namespace, name)
         return existed
 
+    def _slim(self, obj: Obj) -> None:
+        if self.drop_managed_fields:
+            meta = obj.get("metadata")
+            if isinstance(meta, dict):
+                meta.pop("managedFields", None)
+
     def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
         held = self._held.get(k)
         if held is not None:
@@ -130,6 +213,7 @@ class Informer:
             self.on_change(old, new)
 
     def _set(self, obj: Obj) -> None:
+        self._slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
         if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
@@ -139,6 +223,8 @@ class Informer:
 
     async def _relist(self) -> str:
         items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
+        for i in items:
+            self._slim(i)
         fresh = {key_of(i): i for i in items}
         for k in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(k)

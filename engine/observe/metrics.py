@@ -69,6 +69,13 @@ class Metrics:
         self.ready = Gauge(
             "mcsync_ready", "1 once bootstrapped and reconciled", ["cluster"], registry=r
         )
+        self.snapshots = Counter(
+            "mcsync_state_snapshots",
+            "State snapshots: saved, resumed from at start, or rejected (full bootstrap) by "
+            "reason: missing, damaged, format, foreign, stream-recreated, truncated, ahead",
+            ["cluster", "outcome", "reason"],
+            registry=r,
+        )
         self.duplicate_ids = Gauge(
             "mcsync_duplicate_cluster_id",
             "1 while two publishers claim this cluster id",

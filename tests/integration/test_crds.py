@@ -32,7 +32,8 @@ MCS = "multicluster.x-k8s.io"
 ABOUT = "about.k8s.io"
 MCS_VERSIONS = ("v1alpha1", "v1beta1")
 ABOUT_VERSIONS = ("v1alpha1", "v1beta1")
-PROFILE_VERSION = "v1alpha1"
+PROFILE_VERSION = "v1alpha1"  # the storage version
+PROFILE_VERSIONS = ("v1alpha1", "v1alpha2")
 MERGE_PATCH = "application/merge-patch+json"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
 NOW = "2026-01-02T03:04:05Z"
@@ -104,9 +105,14 @@ def service_import(name: str, version: str = "v1beta1", spec: Obj | None = None)
     }
 
 
-def cluster_profile(name: str, manager: str = "mcsync-test", spec: Obj | None = None) -> Obj:
+def cluster_profile(
+    name: str,
+    manager: str = "mcsync-test",
+    spec: Obj | None = None,
+    version: str = PROFILE_VERSION,
+) -> Obj:
     return {
-        "apiVersion": f"{MCS}/{PROFILE_VERSION}",
+        "apiVersion": f"{MCS}/{version}",
         "kind": "ClusterProfile",
         "metadata": {"name": name, "labels": {"x-k8s.io/cluster-manager": manager}},
         "spec": (
@@ -230,8 +236,8 @@ NAMESPACED_KINDS: dict[str, NamespacedKind] = {
     ),
     "ClusterProfile": (
         "clusterprofiles",
-        (PROFILE_VERSION,),
-        lambda name, _version: cluster_profile(name),
+        PROFILE_VERSIONS,
+        lambda name, version: cluster_profile(name, version=version),
         {"conditions": [condition("ControlPlaneHealthy", "True", "Healthy")]},
         {"displayName": "changed-through-status", "clusterManager": {"name": "mcsync-test"}},
     ),
@@ -316,14 +322,15 @@ SERVED = (
     + [
         pytest.param(
             MCS,
-            PROFILE_VERSION,
+            version,
             "clusterprofiles",
             "ClusterProfile",
             True,
             None,
-            None,
-            id=f"clusterprofiles-{PROFILE_VERSION}",
-        ),
+            ["multicluster"],
+            id=f"clusterprofiles-{version}",
+        )
+        for version in PROFILE_VERSIONS
     ]
     + [
         pytest.param(
@@ -395,7 +402,7 @@ async def test_every_cluster_accepts_a_serviceexport_through_both_versions(
 async def test_clusterprofile_is_not_served_as_v1beta1(
     api: CustomObjectsApi, namespace: str
 ) -> None:
-    """Only v1alpha1 of ClusterProfile exists (inventory-and-leases.md §1.1)."""
+    """ClusterProfile exists as v1alpha1 and v1alpha2 only (cluster-inventory-api v0.2.0)."""
     resources = await api.get_api_resources(MCS, "v1beta1")
     assert "clusterprofiles" not in {r.name for r in resources.resources}
     body = cluster_profile("member")
@@ -816,45 +823,75 @@ async def test_main_resource_patch_does_not_change_the_status(
 # --------------------------------------------------------------------------- ClusterProfile
 
 
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
 async def test_clusterprofile_shaped_like_the_kep_example_is_accepted(
-    api: CustomObjectsApi, namespace: str
+    api: CustomObjectsApi, namespace: str, version: str
 ) -> None:
-    body = cluster_profile("cluster-us-east", "some-cluster-manager")
+    body = cluster_profile("cluster-us-east", "some-cluster-manager", version=version)
     created = await api.create_namespaced_custom_object(
-        MCS, PROFILE_VERSION, namespace, "clusterprofiles", body
+        MCS, version, namespace, "clusterprofiles", body
     )
     assert created["spec"] == body["spec"]
     assert created["metadata"]["labels"] == body["metadata"]["labels"]
     patched = await patch_status(
-        api, namespace, "ClusterProfile", PROFILE_VERSION, "cluster-us-east", PROFILE_STATUS
+        api, namespace, "ClusterProfile", version, "cluster-us-east", PROFILE_STATUS
     )
     assert patched["status"] == PROFILE_STATUS
 
 
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
 async def test_clusterprofile_with_deprecated_credential_providers_is_accepted(
-    api: CustomObjectsApi, namespace: str
+    api: CustomObjectsApi, namespace: str, version: str
 ) -> None:
-    await create_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "legacy")
+    """Kept in the schema both versions share, so no v1alpha1 writer loses it (upstream
+    v1alpha2 has no such field; mcsync never writes it)."""
+    await create_namespaced(api, namespace, "ClusterProfile", version, "legacy")
     status = {
         "credentialProviders": [
             {"name": "google", "cluster": {"server": "https://gke.example.com"}}
         ]
     }
-    patched = await patch_status(
-        api, namespace, "ClusterProfile", PROFILE_VERSION, "legacy", status
-    )
+    patched = await patch_status(api, namespace, "ClusterProfile", version, "legacy", status)
     assert patched["status"] == status
 
 
-async def test_changing_the_cluster_manager_name_is_rejected(
-    api: CustomObjectsApi, namespace: str
+@pytest.mark.parametrize(("written", "read"), [PROFILE_VERSIONS, PROFILE_VERSIONS[::-1]])
+async def test_a_clusterprofile_written_at_one_version_reads_the_same_at_the_other(
+    api: CustomObjectsApi, namespace: str, written: str, read: str
 ) -> None:
-    await create_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "member")
+    body = cluster_profile("member", version=written)
+    await api.create_namespaced_custom_object(MCS, written, namespace, "clusterprofiles", body)
+    stored = await patch_status(api, namespace, "ClusterProfile", written, "member", PROFILE_STATUS)
+    got = await get_namespaced(api, namespace, "ClusterProfile", read, "member")
+    assert got["apiVersion"] == f"{MCS}/{read}"
+    assert got["spec"] == stored["spec"] == body["spec"]
+    assert got["status"] == stored["status"] == PROFILE_STATUS
+    assert got["metadata"]["labels"] == body["metadata"]["labels"]
+    assert got["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+
+
+async def test_clusterprofiles_are_stored_as_v1alpha1(clusterset: Any) -> None:
+    """No storage migration on upgrade, and the CRD can go back to a v1alpha1-only one."""
+    for cluster in clusterset.clusters:
+        crd = await ApiextensionsV1Api(cluster.api).read_custom_resource_definition(
+            f"clusterprofiles.{MCS}"
+        )
+        storage = [v.name for v in crd.spec.versions if v.storage]
+        assert storage == ["v1alpha1"], cluster.name
+        assert crd.status.stored_versions == ["v1alpha1"], cluster.name
+        assert crd.spec.conversion.strategy == "None", cluster.name
+
+
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
+async def test_changing_the_cluster_manager_name_is_rejected(
+    api: CustomObjectsApi, namespace: str, version: str
+) -> None:
+    await create_namespaced(api, namespace, "ClusterProfile", version, "member")
     patch = {"spec": {"clusterManager": {"name": "someone-else"}}}
     await expect_invalid(
         api.patch_namespaced_custom_object(  # type: ignore[call-arg]  # the stub lacks _content_type, which the client accepts
             MCS,
-            PROFILE_VERSION,
+            version,
             namespace,
             "clusterprofiles",
             "member",
@@ -863,7 +900,7 @@ async def test_changing_the_cluster_manager_name_is_rejected(
         ),
         "ClusterManager is immutable",
     )
-    got = await get_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "member")
+    got = await get_namespaced(api, namespace, "ClusterProfile", version, "member")
     assert got["spec"]["clusterManager"] == {"name": "mcsync-test"}
 
 
@@ -884,28 +921,57 @@ async def test_changing_the_display_name_is_allowed(api: CustomObjectsApi, names
     }
 
 
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
+@pytest.mark.parametrize("manager", ["m", "Some.Manager_1-x", "m" * 63])
+async def test_a_cluster_manager_name_that_is_a_label_value_is_accepted(
+    api: CustomObjectsApi, namespace: str, version: str, manager: str
+) -> None:
+    body = cluster_profile("member", manager, version=version)
+    created = await api.create_namespaced_custom_object(
+        MCS, version, namespace, "clusterprofiles", body
+    )
+    assert created["spec"]["clusterManager"]["name"] == manager
+
+
 INVALID_PROFILE_SPECS = [
     pytest.param(None, "spec", id="no-spec"),
     pytest.param({"displayName": "x"}, "spec.clusterManager", id="no-cluster-manager"),
     pytest.param(
         {"clusterManager": {}}, "spec.clusterManager.name", id="cluster-manager-without-name"
     ),
+    pytest.param(
+        {"clusterManager": {"name": ""}}, "spec.clusterManager.name", id="empty-manager-name"
+    ),
+    pytest.param(
+        {"clusterManager": {"name": "m" * 64}},
+        "spec.clusterManager.name",
+        id="manager-name-over-63",
+    ),
+    pytest.param(
+        {"clusterManager": {"name": "Open Cluster Management"}},
+        "spec.clusterManager.name",
+        id="manager-name-not-a-label-value",
+    ),
+    pytest.param(
+        {"clusterManager": {"name": "-mcsync"}},
+        "spec.clusterManager.name",
+        id="manager-name-starting-with-a-dash",
+    ),
 ]
 
 
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
 @pytest.mark.parametrize(("spec", "field_path"), INVALID_PROFILE_SPECS)
 async def test_clusterprofile_with_an_invalid_spec_is_rejected(
-    api: CustomObjectsApi, namespace: str, spec: Obj | None, field_path: str
+    api: CustomObjectsApi, namespace: str, spec: Obj | None, field_path: str, version: str
 ) -> None:
-    body = cluster_profile("broken")
+    body = cluster_profile("broken", version=version)
     if spec is None:
         del body["spec"]
     else:
         body["spec"] = spec
     await expect_invalid(
-        api.create_namespaced_custom_object(
-            MCS, PROFILE_VERSION, namespace, "clusterprofiles", body
-        ),
+        api.create_namespaced_custom_object(MCS, version, namespace, "clusterprofiles", body),
         field_path,
     )
 
@@ -913,6 +979,9 @@ async def test_clusterprofile_with_an_invalid_spec_is_rejected(
 def _provider(name: str, **cluster: Any) -> Obj:
     return {"name": name, "cluster": {"server": "https://x.example.com", **cluster}}
 
+
+SERVER_ERROR = "server must be a valid absolute URL with a host"
+PROXY_ERROR = "proxy-url must be a valid URL with scheme http, https, or socks5 and a host"
 
 INVALID_PROFILE_STATUSES = [
     pytest.param(
@@ -973,18 +1042,132 @@ INVALID_PROFILE_STATUSES = [
         "insecure-skip-tls-verify",
         id="skip-tls-verify-not-a-boolean",
     ),
+    # What v1alpha2 validates more strictly; one schema, so at both versions.
+    pytest.param(
+        {"accessProviders": [{"name": "google"}]},
+        "status.accessProviders[0].cluster",
+        id="access-provider-without-cluster",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("")]},
+        "status.accessProviders[0].name",
+        id="empty-access-provider-name",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("n" * 254)]},
+        "status.accessProviders[0].name",
+        id="access-provider-name-over-253",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider(f"p{i}") for i in range(65)]},
+        "status.accessProviders",
+        id="more-than-64-access-providers",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", server="spoke-1.example.com:6443")]},
+        SERVER_ERROR,
+        id="server-without-scheme",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", server="https://")]},
+        SERVER_ERROR,
+        id="server-without-host",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", server="/api")]},
+        SERVER_ERROR,
+        id="server-a-path",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", server="https://" + "h" * 2048)]},
+        "status.accessProviders[0].cluster.server",
+        id="server-over-2048",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", **{"proxy-url": "ftp://proxy.example.com"})]},
+        PROXY_ERROR,
+        id="proxy-with-ftp-scheme",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", **{"proxy-url": "http://"})]},
+        PROXY_ERROR,
+        id="proxy-without-host",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("google", **{"proxy-url": "proxy.example.com:3128"})]},
+        PROXY_ERROR,
+        id="proxy-without-scheme",
+    ),
+    pytest.param(
+        {"accessProviders": [_provider("g", extensions=[{"name": "", "extension": {}}])]},
+        "status.accessProviders[0].cluster.extensions[0].name",
+        id="empty-extension-name",
+    ),
+    pytest.param(
+        {
+            "accessProviders": [
+                _provider(
+                    "g",
+                    extensions=[{"name": "e", "extension": {}}, {"name": "e", "extension": {}}],
+                )
+            ]
+        },
+        "status.accessProviders[0].cluster.extensions[1]",
+        id="repeated-extension",
+    ),
 ]
 
 
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
 @pytest.mark.parametrize(("status", "field_path"), INVALID_PROFILE_STATUSES)
 async def test_clusterprofile_with_an_invalid_status_is_rejected(
-    api: CustomObjectsApi, namespace: str, status: Obj, field_path: str
+    api: CustomObjectsApi, namespace: str, status: Obj, field_path: str, version: str
 ) -> None:
-    await create_namespaced(api, namespace, "ClusterProfile", PROFILE_VERSION, "member")
+    await create_namespaced(api, namespace, "ClusterProfile", version, "member")
     await expect_invalid(
-        patch_status(api, namespace, "ClusterProfile", PROFILE_VERSION, "member", status),
+        patch_status(api, namespace, "ClusterProfile", version, "member", status),
         field_path,
     )
+
+
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
+async def test_the_most_a_v1alpha2_status_may_hold_is_accepted(
+    api: CustomObjectsApi, namespace: str, version: str
+) -> None:
+    providers = [_provider(f"p{i}") for i in range(63)] + [
+        _provider(
+            "n" * 253,
+            server="https://" + "h" * 2028 + ".example.com",  # 2048 characters
+            **{
+                "proxy-url": "socks5://proxy.example.com:1080",
+                "tls-server-name": "t" * 253,
+                "disable-compression": True,
+            },
+        )
+    ]
+    status = {"accessProviders": providers}
+    await create_namespaced(api, namespace, "ClusterProfile", version, "member")
+    patched = await patch_status(api, namespace, "ClusterProfile", version, "member", status)
+    assert patched["status"] == status
+    for proxy in ("http://proxy.example.com:3128", "https://proxy.example.com", ""):
+        status = {"accessProviders": [_provider("p", **{"proxy-url": proxy})]}
+        patched = await patch_status(api, namespace, "ClusterProfile", version, "member", status)
+        assert patched["status"]["accessProviders"] == status["accessProviders"]
+
+
+@pytest.mark.parametrize("version", PROFILE_VERSIONS)
+async def test_clusterprofile_table_shows_manager_version_and_health(
+    api: CustomObjectsApi, api_client: ApiClient, namespace: str, version: str
+) -> None:
+    await create_namespaced(api, namespace, "ClusterProfile", version, "member")
+    await patch_status(api, namespace, "ClusterProfile", version, "member", PROFILE_STATUS)
+    table = await get_table(
+        api_client, f"/apis/{MCS}/{version}/namespaces/{namespace}/clusterprofiles"
+    )
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names == ["Name", "Display Name", "Manager", "Version", "Healthy", "Age"]
+    (row,) = table["rows"]
+    assert row["cells"][:5] == ["member", "member", "mcsync-test", "1.28.0", "True"]
 
 
 # --------------------------------------------------------------------------- ClusterProperty

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pytest
@@ -61,6 +62,7 @@ async def test_every_cluster_gets_a_profile_for_every_member(members: Members) -
         profiles = await eventually(functools.partial(profiles_everywhere, cs, member))
         for p in profiles:
             assert p["metadata"]["labels"][inventory.LABEL_CLUSTER_MANAGER] == "mcsync"
+            assert p["metadata"]["labels"][inventory.LABEL_INVENTORY_MEMBER_ID] == member
             assert p["spec"]["clusterManager"]["name"] == "mcsync"
             assert p["spec"]["displayName"] == member
             status = p["status"]
@@ -112,7 +114,20 @@ async def test_access_providers_are_advertised_when_configured(members: Members)
     await members.start("cluster-1")
     p = await eventually(lambda: profile(cs, "cluster-1", "cluster-3"))
     assert p["status"]["accessProviders"] == [
-        {"name": "mcsync", "cluster": {"server": server, "certificate-authority-data": "Q0E="}}
+        {
+            "name": "mcsync",
+            "cluster": {
+                "server": server,
+                "certificate-authority-data": "Q0E=",
+                # Which member, for the consumer's exec credential plugin (never a secret).
+                "extensions": [
+                    {
+                        "name": "client.authentication.k8s.io/exec",
+                        "extension": {"clusterName": "cluster-3"},
+                    }
+                ],
+            },
+        }
     ]
 
 
@@ -340,7 +355,7 @@ async def _decisions(
         fold.apply(state, item.result)
         admitted = inventory.admitted(state, item.result.time, lease, "withdraw")
         members_ = frozenset(inventory.members(state))
-        exports = state.exports.get((namespace, "hello"), {})
+        exports: Mapping[str, ev.ExportUpserted] = state.exports.get((namespace, "hello"), {})
         out.append((item.seq, mcs.view(namespace, "hello", exports, admitted, members_).clusters))
     return out
 

@@ -7,6 +7,7 @@ files is exercised in tests/integration/test_crds.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 MCS = "multicluster.x-k8s.io"
 ABOUT = "about.k8s.io"
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+# A Kubernetes label value (at most 63 characters, checked apart): what upstream v1alpha2 checks
+# with CEL format.labelValue(), as a pattern every apiserver version understands.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 AGE_COLUMN = ("Age", "date", ".metadata.creationTimestamp")
 
 
@@ -76,7 +80,16 @@ EXPECTED: dict[str, Expected] = {
         plural="clusterprofiles",
         singular="clusterprofile",
         scope="Namespaced",
-        versions={"v1alpha1": (True, True)},
+        # v1alpha1 stays the storage version, as upstream v0.2.0 keeps it (docs/inventory.md).
+        versions={"v1alpha1": (True, True), "v1alpha2": (True, False)},
+        categories=("multicluster",),
+        columns=(
+            ("Display Name", "string", ".spec.displayName"),
+            ("Manager", "string", ".spec.clusterManager.name"),
+            ("Version", "string", ".status.version.kubernetes"),
+            ("Healthy", "string", '.status.conditions[?(@.type=="ControlPlaneHealthy")].status'),
+            AGE_COLUMN,
+        ),
     ),
     "about.k8s.io_clusterproperties.yaml": Expected(
         kind="ClusterProperty",
@@ -365,9 +378,9 @@ def test_serviceimport_schema_matches_the_mcs_contract() -> None:
         assert at(schema, "status.endpointSliceObjects")["enum"] == ["Present", "Absent"]
 
 
-def test_clusterprofile_schema_matches_the_inventory_contract() -> None:
-    (version,) = versions_of(load("multicluster.x-k8s.io_clusterprofiles.yaml")).values()
-    schema = root_schema(version)
+@pytest.mark.parametrize("version", ["v1alpha1", "v1alpha2"])
+def test_clusterprofile_schema_matches_the_inventory_contract(version: str) -> None:
+    schema = root_schema(versions_of(load("multicluster.x-k8s.io_clusterprofiles.yaml"))[version])
     assert schema["required"] == ["spec"]
     assert at(schema, "spec")["required"] == ["clusterManager"]
     manager = at(schema, "spec.clusterManager")
@@ -394,7 +407,7 @@ def test_clusterprofile_schema_matches_the_inventory_contract() -> None:
     assert at(schema, "status.properties.[].lastObservedTime")["format"] == "date-time"
     access = at(schema, "status.accessProviders")
     assert access["x-kubernetes-list-map-keys"] == ["name"]
-    assert access["items"]["required"] == ["name"]
+    assert access["items"]["required"] == ["name", "cluster"]
     cluster = at(schema, "status.accessProviders.[].cluster")
     assert cluster["required"] == ["server"]
     assert set(cluster["properties"]) == {
@@ -413,6 +426,55 @@ def test_clusterprofile_schema_matches_the_inventory_contract() -> None:
     assert set(extension["required"]) == {"name", "extension"}
     assert extension["properties"]["extension"]["x-kubernetes-preserve-unknown-fields"] is True
     assert at(schema, "status.credentialProviders")["items"] == access["items"]
+
+
+@pytest.mark.parametrize("version", ["v1alpha1", "v1alpha2"])
+def test_clusterprofile_carries_the_v1alpha2_validation(version: str) -> None:
+    """cluster-inventory-api apis/v1alpha2: what it validates more strictly than v1alpha1."""
+    schema = root_schema(versions_of(load("multicluster.x-k8s.io_clusterprofiles.yaml"))[version])
+    manager = at(schema, "spec.clusterManager.name")
+    assert (manager["minLength"], manager["maxLength"]) == (1, 63)
+    assert manager["pattern"] == LABEL_VALUE_PATTERN
+    access = at(schema, "status.accessProviders")
+    assert access["maxItems"] == 64
+    # Bounded too, or the CEL rules in its items would exceed the apiserver's cost budget.
+    assert at(schema, "status.credentialProviders")["maxItems"] == 64
+    name = at(schema, "status.accessProviders.[].name")
+    assert (name["minLength"], name["maxLength"]) == (1, 253)
+    server = at(schema, "status.accessProviders.[].cluster.server")
+    assert server["maxLength"] == 2048
+    assert [r["rule"] for r in server["x-kubernetes-validations"]] == [
+        "isURL(self) && url(self).getHost() != ''"
+    ]
+    proxy = at(schema, "status.accessProviders.[].cluster.proxy-url")
+    assert proxy["maxLength"] == 2048
+    (rule,) = proxy["x-kubernetes-validations"]
+    assert "['http', 'https', 'socks5']" in rule["rule"]
+    assert "getHost() != ''" in rule["rule"]
+    assert at(schema, "status.accessProviders.[].cluster.tls-server-name")["maxLength"] == 253
+    extensions = at(schema, "status.accessProviders.[].cluster.extensions")
+    assert extensions["x-kubernetes-list-map-keys"] == ["name"]
+    ext_name = at(schema, "status.accessProviders.[].cluster.extensions.[].name")
+    assert (ext_name["minLength"], ext_name["maxLength"]) == (1, 253)
+
+
+@pytest.mark.parametrize("manager", ["mcsync", "a", "A.b_c-9", "x" * 63])
+def test_clusterprofile_manager_pattern_accepts_label_values(manager: str) -> None:
+    assert re.fullmatch(LABEL_VALUE_PATTERN, manager)
+
+
+@pytest.mark.parametrize("manager", ["-mcsync", "mcsync.", "two words", "a/b", "é"])
+def test_clusterprofile_manager_pattern_refuses_what_no_label_value_can_be(manager: str) -> None:
+    assert not re.fullmatch(LABEL_VALUE_PATTERN, manager)
+
+
+def test_clusterprofile_versions_convert_without_a_webhook() -> None:
+    """One schema for both versions: the apiserver only rewrites apiVersion (strategy None)."""
+    spec = load("multicluster.x-k8s.io_clusterprofiles.yaml")["spec"]
+    assert spec["conversion"] == {"strategy": "None"}
+    for filename in FILES:
+        conversion = load(filename)["spec"].get("conversion", {"strategy": "None"})
+        assert conversion == {"strategy": "None"}, filename
 
 
 def test_clusterproperty_value_is_required_with_min_length_one_and_no_max_length() -> None:
