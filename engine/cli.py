@@ -1,14 +1,14 @@
 """The ``mcsync`` command line.
 
 Each command is a thin wrapper: it parses options, configures logging, and hands over to the
-module that does the work (``runner``, ``localstack``, ``demo``, ``schema``, ``audit``).
+module that does the work (``serve``, ``localstack``, ``demo``, ``schema``, ``audit``). The
+long-running commands (publisher, subscriber, member) are declared here for ``--help``, but a
+pod starts them through ``engine/serve.py`` without loading this module (``engine/__main__.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -17,8 +17,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from engine import __version__, options, runtime
-from engine.core.errors import ConfigError, SyncError
+from engine import __version__, options, serve
+from engine.core.errors import ConfigError
 from engine.observe import logs
 
 app = typer.Typer(
@@ -43,181 +43,51 @@ def _logging(fmt: str, level: str) -> None:
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> None:
     """Run a command's coroutine; SIGINT/SIGTERM cancel it cleanly; errors exit non-zero."""
-
-    async def main() -> int | None:
-        task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, task.cancel)
-        return await coro
-
-    runtime.tune_gc()
-    try:
-        code = asyncio.run(main())
-    except asyncio.CancelledError:
-        code = 0
-    except KeyboardInterrupt:
-        code = 130
-    except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-    except SyncError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
-    raise typer.Exit(code or 0)
+    raise typer.Exit(serve.run(coro, _report))
 
 
-async def _serve(
-    member_opts: options.Member,
-    nats: options.Nats,
-    *,
-    publish: bool,
-    subscribe: bool,
-    reporter: Any = None,
-    subscriber_settings: Any = None,
-) -> int:
-    from engine import identity, kube, runner
-    from engine.observe.health import HealthServer
-
-    api = await kube.load_client(member_opts.kubeconfig)
-    try:
-        me = await identity.read(kube.Kube(api), member_opts.clusterset)
-    finally:
-        await api.close()
-    log = logs.get("mcsync").bind(cluster=me.cluster, clusterset=me.clusterset)
-    member = runner.Member(
-        cluster=me.cluster,
-        clusterset=me.clusterset,
-        kubeconfig=member_opts.kubeconfig,
-        nats_url=nats.nats_url,
-        publish=publish,
-        subscribe=subscribe,
-        nats_credentials=nats.credentials,
-        nats_user=nats.nats_user,
-        nats_password=nats.password,
-        nats_tls=nats.tls,
-        create_stream=member_opts.create_stream,
-        log_layout=member_opts.log_layout,  # type: ignore[arg-type]  # checked by the option
-    )
-    if reporter is not None:
-        member.reporter_settings = reporter
-    if subscriber_settings is not None:
-        member.subscriber_settings = subscriber_settings
-    health = HealthServer(
-        member.metrics.registry,
-        member.alive,
-        member.is_ready,
-        port=member_opts.health_port,
-        why_not_ready=member.not_ready_because,
-    )
-    port = await health.start()
-    log.info("mcsync.starting", publisher=publish, subscriber=subscribe, health_port=port)
-    try:
-        await member.start()
-        await member.wait()
-        return 1
-    finally:
-        await member.stop()
-        await health.stop()
+def _report(message: str) -> None:
+    console.print(f"[red]error:[/] {message}")
 
 
-@app.command()
-@options.grouped("member", options.Member)
-@options.grouped("nats", options.Nats)
-def publisher(
+def _start(
+    command: str,
     member: options.Member,
     nats: options.Nats,
-    heartbeat_interval: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 10.0,
-    api_server_url: Annotated[
-        str | None,
-        typer.Option(help="This cluster's API server URL, advertised in ClusterProfiles."),
-    ] = None,
-    api_server_ca_file: Annotated[
-        Path | None, typer.Option(help="PEM file of that API server's CA.")
-    ] = None,
+    pub: options.Publishing | None = None,
+    sub: options.Subscribing | None = None,
 ) -> None:
-    """Watch this cluster's ServiceExports, Services, EndpointSlices and ClusterProperties;
-    append their events and a heartbeat."""
-    import base64
-
-    from publishers.membership import ReporterSettings
-
-    _logging(member.log_format, member.log_level)
-    ca = base64.b64encode(api_server_ca_file.read_bytes()).decode() if api_server_ca_file else None
-    reporter = ReporterSettings(
-        heartbeat_interval=heartbeat_interval,
-        lease=member.lease,
-        api_server_url=api_server_url,
-        api_server_ca_data=ca,
-    )
-    _run(_serve(member, nats, publish=True, subscribe=False, reporter=reporter))
+    raise typer.Exit(serve.start(command, member, nats, pub, sub, report=_report))
 
 
-@app.command()
+@app.command(help=serve.COMMANDS["publisher"].help)
 @options.grouped("member", options.Member)
 @options.grouped("nats", options.Nats)
-def subscriber(
+@options.grouped("pub", options.Publishing)
+def publisher(member: options.Member, nats: options.Nats, pub: options.Publishing) -> None:
+    _start("publisher", member, nats, pub=pub)
+
+
+@app.command(help=serve.COMMANDS["subscriber"].help)
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
+@options.grouped("sub", options.Subscribing)
+def subscriber(member: options.Member, nats: options.Nats, sub: options.Subscribing) -> None:
+    _start("subscriber", member, nats, sub=sub)
+
+
+@app.command("member", help=serve.COMMANDS["member"].help)
+@options.grouped("member", options.Member)
+@options.grouped("nats", options.Nats)
+@options.grouped("pub", options.Publishing)
+@options.grouped("sub", options.Subscribing)
+def member_command(
     member: options.Member,
     nats: options.Nats,
-    inventory_namespace: Annotated[
-        str, typer.Option(help="Namespace of the ClusterProfiles (written once it exists).")
-    ] = "mcsync-system",
-    lease_namespace: Annotated[
-        str, typer.Option(help="Namespace of the Leases that show cross-cluster leases.")
-    ] = "mcsync-system",
-    staleness_policy: Annotated[
-        str,
-        typer.Option(
-            help="withdraw: a stale member's endpoints leave every import until it returns; "
-            "keep: they stay."
-        ),
-    ] = "withdraw",
-    quiet_seconds: Annotated[
-        float,
-        typer.Option(
-            help="A changed service is reconciled once its events pause this long (seconds)."
-        ),
-    ] = 0.05,
-    burst_quiet_seconds: Annotated[
-        float,
-        typer.Option(help="The pause that ends a burst of changes to one service (seconds)."),
-    ] = 0.25,
-    max_delay_seconds: Annotated[
-        float,
-        typer.Option(help="A changed service waits at most this long, burst or not (seconds)."),
-    ] = 1.0,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Save the folded state here and resume from it at start with only the newer "
-            "events (an emptyDir is enough); unset: every start reads the whole log."
-        ),
-    ] = None,
+    pub: options.Publishing,
+    sub: options.Subscribing,
 ) -> None:
-    """Follow the log; materialize ServiceImports, derived Services, EndpointSlices,
-    ClusterProfiles and ServiceExport conditions."""
-    from subscribers.subscriber import SubscriberSettings
-
-    if staleness_policy not in ("withdraw", "keep"):
-        raise typer.BadParameter("--staleness-policy must be withdraw or keep")
-    if not 0 <= quiet_seconds <= burst_quiet_seconds <= max_delay_seconds:
-        raise typer.BadParameter(
-            "need 0 <= --quiet-seconds <= --burst-quiet-seconds <= --max-delay-seconds"
-        )
-    _logging(member.log_format, member.log_level)
-    settings = SubscriberSettings(
-        inventory_namespace=inventory_namespace,
-        lease_namespace=lease_namespace,
-        lease_seconds=member.lease,
-        staleness_policy=staleness_policy,  # type: ignore[arg-type]
-        quiet_seconds=quiet_seconds,
-        burst_quiet_seconds=burst_quiet_seconds,
-        max_delay_seconds=max_delay_seconds,
-        state_dir=str(state_dir) if state_dir is not None else None,
-    )
-    _run(_serve(member, nats, publish=False, subscribe=True, subscriber_settings=settings))
+    _start("member", member, nats, pub=pub, sub=sub)
 
 
 @local_app.command("up")

@@ -14,7 +14,9 @@ sequence, storage time in nanoseconds, messages pending, the header block and th
   consumer sequence, otherwise the consumer is recreated from the last stream sequence handed
   over (nats-py's own reset) and the message is dropped, to come again from the new consumer.
   Heartbeats, the activity check and flow control keep working on the same state.
-* Flow-control and heartbeat messages (status 100 with no body) go through nats-py as before.
+* Flow-control and heartbeat messages (status 100 with no body) go through nats-py as before;
+  nats-py answers a flow-control request as it arrives, so its 250 ms poll for deferred
+  answers is stopped.
   A message whose reply is not a JetStream ack subject cannot be placed in the stream: it is
   reported to the client's error callback and dropped (nats-py's own path would stop reading
   the connection on it).
@@ -150,6 +152,14 @@ def inline(
             _report(nc, exc)
     d = _installed(nc) or _install(nc)
     d.handlers[sub] = handler
+    # nats-py answers a flow-control request at once for a subscription with a callback (its
+    # delivered count includes every message read), so the task it starts to poll, every
+    # 250 ms, for an answer it had to defer never has one to send; on an idle follower that
+    # poll was half of the process's CPU (docs/performance.md §5). Unsubscribing cancels the
+    # task too, so stopping it here changes nothing else.
+    jsi = sub._jsi
+    if sub._cb is not None and jsi._fctask is not None:
+        jsi._fctask.cancel()
 
 
 _reports: set[asyncio.Future[None]] = set()

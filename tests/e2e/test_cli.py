@@ -22,7 +22,8 @@ MCSYNC = [sys.executable, "-m", "engine"]
 
 def test_help_lists_every_command() -> None:
     out = subprocess.run([*MCSYNC, "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("publisher", "subscriber", "demo", "local", "replay", "schema", "lease"):
+    commands = ("publisher", "subscriber", "member", "demo", "local", "replay", "schema", "lease")
+    for command in commands:
         assert command in out
 
 

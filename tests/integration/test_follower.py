@@ -119,6 +119,16 @@ async def test_a_follower_resumes_after_a_nats_server_restart_without_loss_or_re
         assert seen.seqs == list(range(1, 201))
 
 
+def f_sub_fctask(log: jetstream.EventLog) -> asyncio.Task[None]:
+    """nats-py's flow-control poll of the one inline subscription of ``log``'s client."""
+    d = delivery._installed(log.nc)
+    assert d is not None
+    (sub,) = d.handlers
+    assert sub._jsi is not None and sub._jsi._fctask is not None
+    task: asyncio.Task[None] = sub._jsi._fctask
+    return task
+
+
 async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
     log: jetstream.EventLog,
 ) -> None:
@@ -139,6 +149,8 @@ async def test_a_backlog_larger_than_the_flow_control_window_is_read_whole(
             await original(sid, subject, reply, data, headers)
 
         d.original = counting
+        # Answers are never deferred: nats-py's poll for deferred ones does not run.
+        assert f_sub_fctask(log).cancelled() or f_sub_fctask(log).cancelling()
         try:
             await seen.reach(n, timeout=60)
         finally:

@@ -9,9 +9,11 @@ configs in deploy/nats must be exactly what engine.natsconfig renders now.
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +145,34 @@ def helm_objects(*extra: str) -> list[Obj]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def kustomize_objects(*components: str) -> list[Obj]:
+    """The base with the given components of deploy/kustomize/components, built by kustomize."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # An overlay of the user's beside the shipped tree (kustomize wants relative paths).
+        tree = Path(tmp) / "kustomize"
+        shutil.copytree(DEPLOY / "kustomize", tree)
+        overlay = tree / "overlays" / "test"
+        overlay.mkdir()
+        listed = "".join(f"  - ../../components/{c}\n" for c in components)
+        (overlay / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n  - ../../base\ncomponents:\n{listed}"
+        )
+        out = subprocess.run(
+            ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
+        ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@functools.cache
+def single_process_objects(source: str) -> tuple[Obj, ...]:
+    """The single-process variant: the chart with singleProcess.enabled, or the base with the
+    single-process component."""
+    if source == "helm":
+        return tuple(helm_objects("--set=singleProcess.enabled=true"))
+    return tuple(kustomize_objects("single-process"))
+
+
 # --- every file parses -----------------------------------------------------------------------
 
 
@@ -231,6 +261,13 @@ def all_deployments() -> list[Any]:
             return d
 
         params.append(pytest.param(rendered, id=f"helm-{name}"))
+    for source in ("kustomize", "helm"):
+
+        def member(source: str = source) -> Obj:
+            (d,) = of_kind(list(single_process_objects(source)), "Deployment")
+            return d
+
+        params.append(pytest.param(member, id=f"{source}-mcsync-member"))
     return params
 
 
@@ -265,7 +302,7 @@ def test_a_deployment_runs_one_hardened_replica(get: Any) -> None:
     assert container["args"][0] == component
     assert "--no-create-stream" in container["args"]
     assert "--health-port=8080" in container["args"]
-    extra = {
+    own = {
         "publisher": ["--heartbeat-interval="],
         "subscriber": [
             "--inventory-namespace=",
@@ -276,7 +313,8 @@ def test_a_deployment_runs_one_hardened_replica(get: Any) -> None:
             "--burst-quiet-seconds=",
             "--max-delay-seconds=",
         ],
-    }[component]
+    }
+    extra = own[component] if component in own else own["publisher"] + own["subscriber"]
     for prefix in extra:
         assert any(a.startswith(prefix) for a in container["args"]), prefix
 
@@ -333,7 +371,7 @@ def test_the_helm_deployments_carry_the_same_hardening() -> None:
     assert values["podSecurityContext"]["runAsNonRoot"] is True
     assert values["containerSecurityContext"]["readOnlyRootFilesystem"] is True
     assert values["containerSecurityContext"]["capabilities"]["drop"] == ["ALL"]
-    for component in ("publisher", "subscriber"):
+    for component in ("publisher", "subscriber", "member"):
         text = (TEMPLATES / f"{component}.yaml").read_text()
         for needle in (
             "replicas: 1",
@@ -341,11 +379,12 @@ def test_the_helm_deployments_carry_the_same_hardening() -> None:
             '"mcsync.probes"',
             "containerSecurityContext",
             "podSecurityContext",
-            f".Values.{component}.resources",
+            ".resources",
             '"mcsync.volumes"',
         ):
             assert needle in text, (component, needle)
-        assert set(values[component]["resources"]) == {"requests", "limits"}
+    for part in ("publisher", "subscriber", "singleProcess"):
+        assert set(values[part]["resources"]) == {"requests", "limits"}
 
 
 def test_the_chart_ships_the_same_crds_as_deploy_crds() -> None:
@@ -635,6 +674,7 @@ def _helm(*args: str) -> subprocess.CompletedProcess[str]:
         "--set=subscriber.inventoryNamespace=Bad_NS",
         "--set=publisher.heartbeatInterval=0",
         "--set=typo=1",
+        "--set=singleProcess.typo=1",
     ],
 )
 def test_the_chart_refuses_values_outside_its_schema(bad: str) -> None:
@@ -689,31 +729,22 @@ def test_helm_test_runs_mcsync_status_with_the_clusters_nats_login() -> None:
     assert pod["spec"]["automountServiceAccountToken"] is False
 
 
+@pytest.mark.parametrize(
+    ("components", "names"),
+    [
+        (["nats-tls"], {"mcsync-publisher", "mcsync-subscriber"}),
+        (["single-process", "nats-tls"], {"mcsync-member"}),
+    ],
+)
 def test_the_kustomize_tls_component_mounts_the_files_and_passes_options(
-    tmp_path: Path,
+    components: list[str], names: set[str]
 ) -> None:
     from typer.main import get_command
 
     from engine.cli import app
 
-    # An overlay of the user's, beside the shipped base and component (kustomize wants
-    # relative paths).
-    tree = tmp_path / "kustomize"
-    shutil.copytree(DEPLOY / "kustomize", tree)
-    overlay = tree / "overlays" / "with-tls"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        "resources:\n  - ../../base\ncomponents:\n  - ../../components/nats-tls\n"
-    )
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    deployments = of_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")
-    assert len(deployments) == 2
+    deployments = of_kind(kustomize_objects(*components), "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} == names
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
@@ -764,3 +795,100 @@ def test_the_optional_metrics_service_monitor_and_network_policy_render_when_ask
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     assert egress_ports == {53, 4222, 443, 6443}
     assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == [8080]
+
+
+# --- the single-process variant --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["kustomize", "helm"])
+def test_single_process_runs_one_member_bound_to_both_parts_roles(source: str) -> None:
+    """One Deployment and one ServiceAccount; the roles are the two parts' own, unchanged, and
+    every binding names the member: its grants are exactly the union of the two."""
+    objs = list(single_process_objects(source))
+    assert [d["metadata"]["name"] for d in of_kind(objs, "Deployment")] == ["mcsync-member"]
+    assert [a["metadata"]["name"] for a in of_kind(objs, "ServiceAccount")] == ["mcsync-member"]
+    roles = {
+        (o["kind"], o["metadata"]["name"].removeprefix("mcsync-")): o
+        for o in objs
+        if o.get("kind") in ("ClusterRole", "Role")
+    }
+    assert set(roles) == set(EXPECTED_RULES)
+    for key, expected in EXPECTED_RULES.items():
+        assert rules_of(roles[key]) == expected, key
+    bindings = of_kind(objs, "ClusterRoleBinding") + of_kind(objs, "RoleBinding")
+    assert {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings} == {
+        (kind, f"mcsync-{name}") for kind, name in EXPECTED_RULES
+    }
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mcsync-member", "namespace": "mcsync-system"}
+        ]
+
+
+@pytest.mark.parametrize("source", ["kustomize", "helm"])
+def test_single_process_fences_the_member_as_the_subscriber_was(source: str) -> None:
+    """The admission fence names the account the subscriber now runs as, and nothing else of
+    it changes."""
+    objs = list(single_process_objects(source))
+    two_pods = base_objects() if source == "kustomize" else helm_objects()
+    (policy,) = of_kind(objs, "ValidatingAdmissionPolicy")
+    (before,) = of_kind(two_pods, "ValidatingAdmissionPolicy")
+    (condition,) = policy["spec"]["matchConditions"]
+    assert "mcsync-member'" in condition["expression"]
+    assert "mcsync-subscriber" not in condition["expression"]
+    assert "mcsync-subscriber'" in before["spec"]["matchConditions"][0]["expression"]
+    for key in ("matchConstraints", "variables", "validations", "failurePolicy"):
+        assert policy["spec"][key] == before["spec"][key], key
+    assert of_kind(objs, "ValidatingAdmissionPolicyBinding")
+
+
+def test_helm_and_kustomize_give_the_member_the_same_name_and_selector() -> None:
+    (helm,) = of_kind(list(single_process_objects("helm")), "Deployment")
+    (kustomize,) = of_kind(list(single_process_objects("kustomize")), "Deployment")
+    assert helm["metadata"]["name"] == kustomize["metadata"]["name"] == "mcsync-member"
+    assert helm["spec"]["selector"] == kustomize["spec"]["selector"]
+
+
+def test_single_process_needs_both_parts_enabled() -> None:
+    out = _helm(
+        "--set=clusterset=prod",
+        "--set=clusterId=east",
+        "--set=singleProcess.enabled=true",
+        "--set=publisher.enabled=false",
+    )
+    assert out.returncode != 0
+    assert "singleProcess runs both" in out.stderr
+
+
+def test_single_process_serves_one_metrics_service() -> None:
+    out = _helm(
+        "--set=clusterset=prod",
+        "--set=clusterId=east",
+        "--set=singleProcess.enabled=true",
+        "--set=metrics.service.enabled=true",
+    )
+    assert out.returncode == 0, out.stderr
+    objs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    (svc,) = of_kind(objs, "Service")
+    (member,) = of_kind(objs, "Deployment")
+    labels = member["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "member"
+
+
+def test_the_example_overlay_advertises_the_api_server_in_either_layout(tmp_path: Path) -> None:
+    """Its publisher patch reaches the member too when the overlay adds the component."""
+    tree = tmp_path / "kustomize"
+    shutil.copytree(DEPLOY / "kustomize", tree)
+    overlay = tree / "overlays" / "example-cluster-1"
+    text = (overlay / "kustomization.yaml").read_text()
+    (overlay / "kustomization.yaml").write_text(
+        text + "components:\n  - ../../components/single-process\n"
+    )
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    (member,) = of_kind([d for d in yaml.safe_load_all(out) if d], "Deployment")
+    (container,) = member["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "member"
+    assert "--api-server-url=https://cluster-1.example.com:6443" in container["args"]

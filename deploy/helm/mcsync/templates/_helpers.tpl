@@ -21,6 +21,49 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The ServiceAccount each part runs as: its own in the two-pod layout, the member's in the
+single-process one, which is bound to both parts' roles (the union of their grants) and fenced
+like the subscriber. */}}
+{{- define "mcsync.publisherAccount" -}}
+{{ include "mcsync.fullname" . }}-{{ ternary "member" "publisher" .Values.singleProcess.enabled }}
+{{- end -}}
+
+{{- define "mcsync.subscriberAccount" -}}
+{{ include "mcsync.fullname" . }}-{{ ternary "member" "subscriber" .Values.singleProcess.enabled }}
+{{- end -}}
+
+{{/* The processes the chart runs: publisher and subscriber, or the member that is both. */}}
+{{- define "mcsync.components" -}}
+{{- if .Values.singleProcess.enabled -}}
+member
+{{- else -}}
+{{- if .Values.publisher.enabled }}publisher {{ end -}}
+{{- if .Values.subscriber.enabled }}subscriber{{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The publisher's own arguments. */}}
+{{- define "mcsync.publisherArgs" -}}
+- --heartbeat-interval={{ .Values.publisher.heartbeatInterval }}
+{{- with .Values.publisher.apiServerUrl }}
+- --api-server-url={{ . }}
+{{- end }}
+{{- with .Values.publisher.apiServerCaFile }}
+- --api-server-ca-file={{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The subscriber's own arguments. */}}
+{{- define "mcsync.subscriberArgs" -}}
+- --inventory-namespace={{ .Values.subscriber.inventoryNamespace }}
+- --lease-namespace={{ .Values.subscriber.leaseNamespace }}
+- --staleness-lease={{ .Values.subscriber.stalenessLease }}
+- --staleness-policy={{ .Values.subscriber.stalenessPolicy }}
+- --quiet-seconds={{ .Values.subscriber.quietSeconds }}
+- --burst-quiet-seconds={{ .Values.subscriber.burstQuietSeconds }}
+- --max-delay-seconds={{ .Values.subscriber.maxDelaySeconds }}
+{{- end -}}
+
 {{- define "mcsync.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
