@@ -235,12 +235,30 @@ def status(
         float, typer.Option(help="Heartbeat lease in seconds, as the subscribers use it.")
     ] = 30.0,
     output: Annotated[str, typer.Option(help="table or json")] = "table",
+    log_layout: Annotated[
+        str,
+        typer.Option(
+            envvar="MCSYNC_LOG_LAYOUT",
+            help="hub: read the log itself (the observer, or a hub without accounts per "
+            "cluster); mirror or leaf: read --cluster's copy of it with that cluster's login.",
+        ),
+    ] = "hub",
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="The cluster whose copy of the log to read (mirror and leaf layouts)."),
+    ] = None,
 ) -> None:
     """The clusterset at a glance: members and their health, services with their winners and
     conflicts, unusable messages and dead letters, the stream; with --kubeconfig, whether this
     cluster's imports match the log."""
     if output not in ("table", "json"):
         raise typer.BadParameter("--output must be table or json")
+    if log_layout not in ("hub", "mirror", "leaf"):
+        raise typer.BadParameter("--log-layout must be hub, mirror or leaf")
+    if log_layout != "hub" and not cluster:
+        raise typer.BadParameter(
+            f"--log-layout {log_layout} reads a cluster's copy: give --cluster"
+        )
     _logging("console", "error")
     from engine import status as status_mod
 
@@ -252,6 +270,8 @@ def status(
             kubeconfig=str(kubeconfig) if kubeconfig else None,
             output=output,
             console=Console(),
+            log_layout=log_layout,
+            cluster=cluster,
         )
     )
 

@@ -222,6 +222,8 @@ async def run(
     output: str,
     console: Console,
     connect_timeout: float = 10.0,
+    log_layout: str = "hub",
+    cluster: str | None = None,
 ) -> int:
     """Print the status; exit code 0, or 1 when this cluster's imports differ from the log."""
     try:
@@ -233,7 +235,12 @@ async def run(
             "s): check --nats-url, the credentials and the network"
         ) from None
     try:
-        log = jetstream.EventLog(nc, subjects.check_label("clusterset", clusterset))
+        route = jetstream.Route(
+            subjects.check_label("clusterset", clusterset),
+            cluster,
+            log_layout,  # type: ignore[arg-type]  # checked by the command
+        )
+        log = jetstream.EventLog(nc, clusterset, route=route)
         report, _ = await collect(log, timedelta(seconds=lease_seconds))
     finally:
         await jetstream.close(nc)

@@ -435,3 +435,23 @@ async def test_after_a_hub_restart_the_mirrors_follow_the_log_again_within_secon
                 await asyncio.sleep(0.05)
         await b.caught_up(again, within=30)
         assert time.monotonic() - back < 5.0
+
+
+async def test_status_reads_a_clusters_copy_of_the_log_in_the_mirror_layout(
+    mhub: HubServer,
+) -> None:
+    from datetime import timedelta
+
+    from engine import status
+
+    ns = fresh_ns()
+    async with mirrored(mhub, "a") as a:
+        subject = subjects.export(CLUSTERSET, "a", ns, "web")
+        seq = await a.append(jetstream.Append(subject, export("a", ns), 0))
+        await a.caught_up(seq)
+        report, state = await status.collect(a, timedelta(seconds=30))
+        assert report.stream is not None
+        assert report.stream["name"] == natsconfig.mirror_stream(CLUSTERSET, "a")
+        assert report.stream["mirror"] == STREAM
+        assert report.stream["last_seq"] >= seq
+        assert "a" in state.exports[(ns, "web")]

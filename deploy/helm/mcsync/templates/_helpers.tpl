@@ -70,6 +70,7 @@ member
 
 {{/* How a process reaches NATS: the login and, with nats.tls, the TLS files. */}}
 {{- define "mcsync.natsArgs" -}}
+- --log-layout={{ .Values.nats.logLayout }}
 {{- if .Values.nats.credsKey }}
 - --nats-creds=/etc/mcsync/nats/{{ .Values.nats.credsKey }}
 {{- else }}
