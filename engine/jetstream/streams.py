@@ -65,23 +65,14 @@ async def ensure_stream(
     from that cluster's JetStream domain, its subjects mapped to the cluster's own log subjects
     (so a leaf can only ever land events under its own prefix).
     """
-    main = api.StreamConfig(
-        name=subjects.stream_name(clusterset),
-        description=f"mcsync event log of clusterset {clusterset}",
-        subjects=[subjects.all_subjects(clusterset)],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        num_replicas=settings.replicas,
-        max_age=settings.max_age_seconds,
-        duplicate_window=settings.duplicate_window_seconds,
-        max_msg_size=settings.max_msg_size,
-        discard=api.DiscardPolicy.OLD,
-        deny_delete=True,
-        deny_purge=True,
-        allow_direct=True,
-        allow_msg_ttl=True,
-        sources=[_outbox_source(clusterset, c) for c in sorted(set(leaf_sources))] or None,
+    main = _events(
+        subjects.stream_name(clusterset),
+        f"mcsync event log of clusterset {clusterset}",
+        subjects.all_subjects(clusterset),
+        settings,
     )
+    main.duplicate_window = settings.duplicate_window_seconds
+    main.sources = [_outbox_source(clusterset, c) for c in sorted(set(leaf_sources))] or None
     dlq = api.StreamConfig(
         name=dead_letter_stream(clusterset),
         description=f"mcsync messages of clusterset {clusterset} that did not decode",
@@ -106,6 +97,28 @@ async def ensure_stream(
             "user to create streams, run `mcsync stream ensure` with the admin user and start "
             "with --no-create-stream."
         ) from exc
+
+
+def _events(
+    name: str, description: str, subject: str, settings: StreamSettings
+) -> api.StreamConfig:
+    """A stream of events (the log, or a leaf's outbox): file storage, delete and purge denied,
+    direct get, per-message TTL."""
+    return api.StreamConfig(
+        name=name,
+        description=description,
+        subjects=[subject],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=settings.max_age_seconds,
+        max_msg_size=settings.max_msg_size,
+        discard=api.DiscardPolicy.OLD,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+        allow_msg_ttl=True,
+    )
 
 
 def _outbox_source(clusterset: str, cluster: str) -> api.StreamSource:
@@ -163,20 +176,11 @@ async def ensure_leaf(
         raise ValueError("ensure_leaf is for the leaf layout")
     subjects.check_label("JetStream domain", hub_domain)
     clusterset, cluster = route.clusterset, route.cluster
-    outbox = api.StreamConfig(
-        name=access.outbox_stream(clusterset, cluster),
-        description=f"events of cluster {cluster} on their way to the log of {clusterset}",
-        subjects=[access.outbox_subjects(clusterset, cluster)],
-        retention=api.RetentionPolicy.LIMITS,
-        storage=api.StorageType.FILE,
-        num_replicas=settings.replicas,
-        max_age=settings.max_age_seconds,
-        max_msg_size=settings.max_msg_size,
-        discard=api.DiscardPolicy.OLD,
-        deny_delete=True,
-        deny_purge=True,
-        allow_direct=True,
-        allow_msg_ttl=True,
+    outbox = _events(
+        access.outbox_stream(clusterset, cluster),
+        f"events of cluster {cluster} on their way to the log of {clusterset}",
+        access.outbox_subjects(clusterset, cluster),
+        settings,
     )
     dlq = api.StreamConfig(
         name=dead_letter_stream(clusterset),
