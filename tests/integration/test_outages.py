@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -167,6 +167,29 @@ async def everywhere(members: Members, ns: str, want: int) -> bool:
     return True
 
 
+async def held(
+    members: Members,
+    ns: str,
+    before: dict[str, tuple[object, ...]],
+    seconds: float,
+    interval: float = 1.0,
+    midway: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """For ``seconds``, sampled every ``interval``: each cluster in ``before`` shows exactly
+    those objects and no process has exited. ``midway`` runs once, halfway through (a change
+    made during the outage)."""
+    t0 = time.monotonic()
+    pending = midway
+    while time.monotonic() - t0 < seconds:
+        for c, objects in before.items():
+            assert await snapshot(members, c, ns) == objects, f"{c} changed"
+        assert all(m.alive() for m in members.members.values()), "a process exited"
+        if pending is not None and time.monotonic() - t0 > seconds / 2:
+            await pending()
+            pending = None
+        await asyncio.sleep(interval)
+
+
 def writes(m: runner.Member) -> int:
     return m.k8s.writes
 
@@ -184,21 +207,16 @@ async def test_the_hub_down_for_a_minute_changes_nothing_and_recovery_is_quick(
     writes_before = {c: writes(members.members[c]) for c in names}
 
     hub.stop()
-    down = time.monotonic()
-    changed_during = False
-    while time.monotonic() - down < OUTAGE:
-        for c in names:
-            assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
-        assert all(m.alive() for m in members.members.values()), "a process exited"
-        if not changed_during and time.monotonic() - down > OUTAGE / 2:
-            # A change in cluster-1 while the log is away: one more endpoint.
-            k = members.cs["cluster-1"].kube
-            await k.create(
-                kube.ENDPOINT_SLICES,
-                endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"]),
-            )
-            changed_during = True
-        await asyncio.sleep(1.0)
+    # A change in cluster-1 while the log is away: one more endpoint.
+    await held(
+        members,
+        namespace,
+        before,
+        OUTAGE,
+        midway=lambda: members.cs["cluster-1"].kube.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"])
+        ),
+    )
     for c in ("cluster-2", "cluster-3"):
         assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
     reasons = [m.not_ready_because() for m in members.members.values()]
@@ -251,11 +269,7 @@ async def test_a_member_cut_off_is_stale_elsewhere_and_keeps_everything_itself(
             )
             assert await _endpoints_from(members, c, namespace, "cluster-1", 1)
         # cluster-3 itself sees no log at all: it withdraws nothing, for many leases.
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 4 * LEASE:
-            assert await snapshot(members, "cluster-3", namespace) == mine
-            assert m3.alive()
-            await asyncio.sleep(0.5)
+        await held(members, namespace, {"cluster-3": mine}, 4 * LEASE, interval=0.5)
 
         await cut.heal()
         await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
@@ -312,12 +326,7 @@ async def test_a_three_node_hub_losing_a_node_changes_nothing(
         before = {c: await snapshot(members, c, namespace) for c in names}
 
         cluster.servers[0].stop()
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 3 * LEASE:
-            for c in names:
-                assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
-            assert all(m.alive() for m in members.members.values())
-            await asyncio.sleep(0.5)
+        await held(members, namespace, before, 3 * LEASE, interval=0.5)
         # The two remaining nodes keep the log: a change still goes through.
         await members.cs["cluster-1"].kube.create(
             kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.2"])
@@ -441,11 +450,7 @@ async def test_a_leaf_cut_off_from_the_hub_is_stale_elsewhere_and_keeps_everythi
         await members.cs["cluster-1"].kube.create(
             kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.2"])
         )
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 4 * LEASE:
-            assert await snapshot(members, "cluster-1", namespace) == mine
-            assert all(m.alive() for m in members.members.values())
-            await asyncio.sleep(0.5)
+        await held(members, namespace, {"cluster-1": mine}, 4 * LEASE, interval=0.5)
 
         await ls.links["cluster-1"].heal()
         await eventually(lambda: everywhere(members, namespace, 3), timeout=120)
@@ -467,19 +472,15 @@ async def test_the_hub_down_for_a_minute_in_the_leaf_layout_changes_nothing(
         writes_before = {c: writes(members.members[c]) for c in names}
 
         ls.hub.stop()
-        down = time.monotonic()
-        changed = False
-        while time.monotonic() - down < OUTAGE:
-            for c in names:
-                assert await snapshot(members, c, namespace) == before[c], f"{c} changed"
-            assert all(m.alive() for m in members.members.values()), "a process exited"
-            if not changed and time.monotonic() - down > OUTAGE / 2:
-                await members.cs["cluster-1"].kube.create(
-                    kube.ENDPOINT_SLICES,
-                    endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"]),
-                )
-                changed = True
-            await asyncio.sleep(1.0)
+        await held(
+            members,
+            namespace,
+            before,
+            OUTAGE,
+            midway=lambda: members.cs["cluster-1"].kube.create(
+                kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"])
+            ),
+        )
         for c in ("cluster-2", "cluster-3"):
             assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
 
