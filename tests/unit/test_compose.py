@@ -9,15 +9,20 @@ tests/integration/test_compose_steps.py runs the same steps against real servers
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import re
 import shutil
 import subprocess
-from pathlib import PurePosixPath
+import warnings
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 import yaml
 
-from engine import natsconfig
+from engine import natsconfig, setup
+from engine.core.errors import ConfigError
 from tests.unit.test_deploy import BASE, DEPLOY, ROOT, Obj, compose
 
 CLUSTERS = natsconfig.COMPOSE_CLUSTERS
@@ -260,3 +265,78 @@ def test_docker_compose_accepts_the_file() -> None:
 
 def _works(command: list[str]) -> bool:
     return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
+# --- the one-shot steps' own rules (engine/setup.py) -------------------------------------------
+
+
+def test_nats_credentials_keep_passwords_and_write_matching_hashes(tmp_path: Path) -> None:
+    hashes = tmp_path / "nats" / "passwords.conf"
+    files = setup.nats_credentials(tmp_path, ["admin", "east"], hashes)
+    assert files == [tmp_path / "admin" / "password", tmp_path / "east" / "password"]
+    first = [f.read_text() for f in files]
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in [*files, hashes])
+    assert len(set(first)) == 2 and all(len(p.strip()) >= 40 for p in first)
+    # A second run (the next `docker compose up`) keeps the passwords ...
+    setup.nats_credentials(tmp_path, ["admin", "east"], hashes)
+    assert [f.read_text() for f in files] == first
+    # ... and writes one hash per user that matches that user's password.
+    defined = dict(re.findall(r'(?m)^(MCSYNC_PASSWORD_\w+): "([^"]+)"$', hashes.read_text()))
+    assert set(defined) == {"MCSYNC_PASSWORD_ADMIN", "MCSYNC_PASSWORD_EAST"}
+    for user, password in zip(("ADMIN", "EAST"), first, strict=True):
+        hashed = defined[f"MCSYNC_PASSWORD_{user}"]
+        assert hashed.startswith("$2b$11$")
+        assert natsconfig.bcrypt_password(hashed)  # the form the renderer accepts
+        assert _crypt().crypt(password.strip(), hashed) == hashed
+        assert password.strip() not in hashes.read_text()
+
+
+def _crypt() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module("crypt")
+
+
+def test_nats_credentials_refuse_what_would_mix_readers(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must not share a directory"):
+        setup.nats_credentials(tmp_path, ["nats"], tmp_path / "nats" / "passwords.conf")
+    with pytest.raises(ConfigError, match="distinct"):
+        setup.nats_credentials(tmp_path, ["east", "east"], tmp_path / "h" / "passwords.conf")
+    with pytest.raises(ValueError, match="user name"):
+        setup.nats_credentials(tmp_path, ["a b"], tmp_path / "h" / "passwords.conf")
+
+
+def test_setup_arguments_are_checked() -> None:
+    assert setup.Owner.parse("10001:10001") == setup.Owner(10001, 10001)
+    assert setup.Owner.parse("10001") == setup.Owner(10001, 10001)
+    with pytest.raises(ConfigError):
+        setup.Owner.parse("mcsync")
+    want = setup.TokenFor.parse("mcsync-publisher=/out/publisher/kubeconfig")
+    assert want == setup.TokenFor("mcsync-publisher", Path("/out/publisher/kubeconfig"))
+    for bad in ("mcsync-publisher", "Bad_Name=/x", "=/x", "mcsync-publisher="):
+        with pytest.raises(ConfigError):
+            setup.TokenFor.parse(bad)
+
+
+def test_a_token_kubeconfig_holds_one_user_by_token_and_the_servers_ca() -> None:
+    doc = yaml.safe_load(setup.kubeconfig("https://k3s-east:6443", "Q0E=", "east", "sa", "tok"))
+    assert doc["clusters"] == [
+        {"name": "east", "cluster": {"server": "https://k3s-east:6443",
+                                      "certificate-authority-data": "Q0E="}}
+    ]  # fmt: skip
+    assert doc["users"] == [{"name": "sa", "user": {"token": "tok"}}]
+    assert doc["contexts"][0]["context"] == {"cluster": "east", "user": "sa"}
+
+
+def test_password_variables_and_includes_render_and_refuse_what_would_break_the_file() -> None:
+    login = natsconfig.password_variable("MCSYNC_PASSWORD_EAST")
+    assert (
+        "password: $MCSYNC_PASSWORD_EAST"
+        in natsconfig.render_user(natsconfig.admin_user("x", login))[2]
+    )
+    for bad in ("lower", "A B", "$X", "A\nB"):
+        with pytest.raises(ValueError):
+            natsconfig.password_variable(bad)
+    hub = dataclasses.replace(natsconfig.compose_hub(), includes=('a"b',))
+    with pytest.raises(ValueError, match="include path"):
+        natsconfig.render_hub(hub)
