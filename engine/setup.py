@@ -67,7 +67,22 @@ def _mkdir(path: Path, owner: Owner | None) -> None:
 
 
 def write_secret(path: Path, text: str, owner: Owner | None = None) -> None:
-    """Write ``text`` to ``path`` readable by its owner only, replacing it in one step."""
+    """Write ``text`` to ``path`` readable by its owner only, replacing it in one step.
+
+    Raises:
+        ConfigError: the directory is not writable (a fresh container volume belongs to
+            root: run the step as root, with ``--owner`` for the readers).
+    """
+    try:
+        _write(path, text, owner)
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}; a fresh volume belongs to root: run this "
+            "step as root with --owner UID:GID of the processes that read it"
+        ) from None
+
+
+def _write(path: Path, text: str, owner: Owner | None) -> None:
     _mkdir(path.parent, owner)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

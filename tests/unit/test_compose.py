@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import re
 import shutil
 import subprocess
@@ -304,6 +305,34 @@ def test_nats_credentials_refuse_what_would_mix_readers(tmp_path: Path) -> None:
         setup.nats_credentials(tmp_path, ["east", "east"], tmp_path / "h" / "passwords.conf")
     with pytest.raises(ValueError, match="user name"):
         setup.nats_credentials(tmp_path, ["a b"], tmp_path / "h" / "passwords.conf")
+
+
+def test_a_directory_it_may_not_write_is_a_clear_error(tmp_path: Path) -> None:
+    locked = tmp_path / "volume"
+    locked.mkdir()
+    locked.chmod(0o555)  # like a fresh volume: not the step's user's to write
+    tmp_path.chmod(0o755)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: as nobody when the test runs as root (root writes anywhere)
+        status = 1
+        try:
+            os.close(read)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            setup.write_secret(locked / "east" / "password", "x")
+        except ConfigError as exc:
+            os.write(write, str(exc).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as f:
+        message = f.read()
+    assert os.waitpid(pid, 0)[1] == 0, "no ConfigError"
+    assert "Permission denied" in message
+    assert "run this step as root with --owner" in message
 
 
 def test_setup_arguments_are_checked() -> None:
