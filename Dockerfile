@@ -2,11 +2,15 @@
 # commands, installed exactly as pinned by uv.lock (no nats-server: run NATS from its own image).
 #
 #   docker build -t mcsync:0.1.0 .
-#   docker build --build-arg BASE=python:3.11-slim@sha256:<digest> -t mcsync:0.1.0 .
+#   docker build --build-arg BASE=python:3.11-slim-bookworm@sha256:<digest> -t mcsync:0.1.0 .
 #
-# Pin BASE by digest for reproducible images: the digest of the base you tested, from your
-# registry. Push the image to a registry your clusters can pull from and set it in the manifests.
-ARG BASE=python:3.11-slim
+# BASE is pinned by digest, so that a rebuild starts from the same base: the official image
+# python:3.11.17-slim-bookworm (Python 3.11.17, Debian 12), its multi-platform index as published
+# in October 2026 (docs/deploy.md, "The image"). A digest never receives fixes: bump it
+# deliberately (`docker buildx imagetools inspect python:3.11-slim-bookworm` gives the current
+# one) or pass the base you tested, from your registry. Push the image to a registry your
+# clusters can pull from and set it in the manifests.
+ARG BASE=python:3.11.17-slim-bookworm@sha256:0a310eeecf4e1f5a0743f9a6520c90c88d089c903ca5fd283f501e3a805f5f89
 FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

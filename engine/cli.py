@@ -426,6 +426,87 @@ def credentials(
         raise typer.Exit(1) from None
 
 
+setup_app = typer.Typer(
+    help="One-shot steps that give each process its own credentials (compose.yaml runs them)."
+)
+app.add_typer(setup_app, name="setup")
+OwnerOpt = Annotated[
+    str | None,
+    typer.Option(help="UID:GID to own the written files (the user the readers run as)."),
+]
+
+
+@setup_app.command("nats-credentials")
+def setup_nats_credentials(
+    users: Annotated[
+        str, typer.Option(help="Comma-separated NATS users (the admin and one per cluster).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="A random password per user goes to OUT/<user>/password.")
+    ],
+    hashes: Annotated[
+        Path,
+        typer.Option(help="File of the users' bcrypt hashes, which the server config includes."),
+    ],
+    owner: OwnerOpt = None,
+) -> None:
+    """Generate each NATS user's password (kept when it exists) and the hashes the server
+    configuration includes (deploy/compose/nats.conf). No secret is printed."""
+    from engine import setup
+
+    async def go() -> int:
+        names = [u.strip() for u in users.split(",") if u.strip()]
+        who = setup.Owner.parse(owner) if owner else None
+        files = setup.nats_credentials(out, names, hashes, who)
+        console.print(f"passwords in {', '.join(map(str, files))}; hashes in {hashes}")
+        return 0
+
+    _run(go())
+
+
+@setup_app.command("kubeconfigs")
+def setup_kubeconfigs(
+    tokens: Annotated[
+        list[str],
+        typer.Argument(
+            help="SERVICEACCOUNT=PATH: write a kubeconfig with a token of that ServiceAccount "
+            "to PATH."
+        ),
+    ],
+    admin_kubeconfig: Annotated[
+        Path, typer.Option(help="A kubeconfig that may create ServiceAccount tokens.")
+    ],
+    namespace: Annotated[str, typer.Option(help="Namespace of the ServiceAccounts.")] = (
+        "mcsync-system"
+    ),
+    server: Annotated[
+        str | None,
+        typer.Option(help="API server URL to use and to write (default: the admin kubeconfig's)."),
+    ] = None,
+    expiration_seconds: Annotated[
+        int, typer.Option(help="Lifetime of each token (TokenRequest expirationSeconds).")
+    ] = 3600,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the ServiceAccounts to exist.")
+    ] = 300.0,
+    owner: OwnerOpt = None,
+) -> None:
+    """Write a kubeconfig per ServiceAccount holding a TokenRequest token of that account,
+    so that each process gets its own identity and never the admin's. No token is printed."""
+    from engine import setup
+
+    async def go() -> int:
+        wanted = [setup.TokenFor.parse(t) for t in tokens]
+        who = setup.Owner.parse(owner) if owner else None
+        files = await setup.token_kubeconfigs(
+            admin_kubeconfig, namespace, wanted, server, expiration_seconds, wait, who
+        )
+        console.print(f"kubeconfigs in {', '.join(map(str, files))}")
+        return 0
+
+    _run(go())
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -25,7 +25,7 @@ _NKEY_USER = re.compile(r"^U[A-Z2-7]{55}$")
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
-LoginKind = Literal["bcrypt", "plain", "nkey"]
+LoginKind = Literal["bcrypt", "plain", "nkey", "variable"]
 
 
 # --- names shared with the log -------------------------------------------------------------
@@ -100,6 +100,25 @@ def plain_password(password: str) -> Login:
     if not password or any(c in password for c in '"\\\n\r'):
         raise ValueError("a plain password must be non-empty, without quotes or line breaks")
     return Login("plain", password)
+
+
+def password_variable_name(user: str) -> str:
+    """The config variable that holds ``user``'s password hash (see :func:`password_variable`)."""
+    if not NAME.fullmatch(user):
+        raise ValueError(f"user name {user!r}: use letters, digits, '-' and '_'")
+    return "MCSYNC_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def password_variable(name: str) -> Login:
+    """A password the server reads from a config variable (``password: $NAME``).
+
+    The variable is defined in a file the configuration includes (or in the server's
+    environment), so the rendered configuration holds no password or hash at all: whoever
+    deploys it generates that file (``mcsync setup nats-credentials`` does, for compose.yaml).
+    """
+    if not ENV_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a variable name (capitals, digits and '_')")
+    return Login("variable", name)
 
 
 def nkey(public_key: str) -> Login:

@@ -39,6 +39,8 @@ def _side(name: str, allow: Sequence[str], deny: Sequence[str], indent: str) -> 
 def _login(login: access.Login, allow_plain: bool) -> str:
     if login.kind == "nkey":
         return f"nkey: {_q(login.value)}"
+    if login.kind == "variable":
+        return f"password: ${login.value}"
     if login.kind == "plain" and not allow_plain:
         raise ValueError(
             "refusing to render a clear-text password; give a bcrypt hash "
@@ -178,6 +180,9 @@ class Hub:
     leaf_advertise: bool = True
     """Tell leaves the hub's other leafnode addresses (false behind a proxy or load balancer
     that leaves must always go through)."""
+    includes: tuple[str, ...] = ()
+    """Files the configuration includes first, relative to its own directory (e.g. the
+    definitions of the variables that :func:`access.password_variable` logins name)."""
 
 
 def hub_users(hub: Hub) -> list[access.User]:
@@ -212,6 +217,12 @@ def render_hub(hub: Hub, allow_plain: bool = False, notes: Sequence[str] = ()) -
         access.check_names(hub.clusterset, c)
     subjects.check_label("JetStream domain", hub.domain)
     lines = _header(f"nats-server hub of mcsync clusterset {hub.clusterset!r}", notes)
+    for path in hub.includes:
+        if not path or any(c in path for c in '"\\\n\r'):
+            raise ValueError(f"include path {path!r}: no quotes, backslashes or line breaks")
+        lines.append(f"include {_q(path)}")
+    if hub.includes:
+        lines.append("")
     lines += [
         f"server_name: {_q(hub.server_name)}",
         f"listen: {_q(hub.listen)}",
@@ -497,3 +508,43 @@ def examples() -> dict[str, str]:
             ),
         ),
     }
+
+
+# --- the hub of compose.yaml ----------------------------------------------------------------
+
+COMPOSE_CLUSTERSET: Final = "local"
+COMPOSE_CLUSTERS: Final = ("east", "west")
+COMPOSE_ADMIN: Final = "admin"
+COMPOSE_INCLUDE: Final = "auth/passwords.conf"
+"""Where compose.yaml's hub finds its password hashes, next to its configuration: a volume
+that ``mcsync setup nats-credentials`` fills at the first start."""
+
+
+def compose_hub() -> Hub:
+    """The hub of compose.yaml: the mirror layout of deploy/nats/hub.conf, a user per cluster,
+    every password a variable defined in :data:`COMPOSE_INCLUDE` (no TLS: the server is
+    reachable on the compose network and on the host's loopback only)."""
+    return Hub(
+        clusterset=COMPOSE_CLUSTERSET,
+        clusters={
+            c: access.password_variable(access.password_variable_name(c)) for c in COMPOSE_CLUSTERS
+        },
+        admin=access.password_variable(access.password_variable_name(COMPOSE_ADMIN)),
+        mirrors=True,
+        includes=(COMPOSE_INCLUDE,),
+        max_file_store="4G",
+    )
+
+
+def compose_config() -> str:
+    """The text of deploy/compose/nats.conf."""
+    return render_hub(
+        compose_hub(),
+        notes=(
+            "The NATS server of compose.yaml: the mirror layout of deploy/nats/hub.conf, with",
+            "clusters east and west, each as its own user in an account of its own.",
+            f"No password is in this file: each is a variable that {COMPOSE_INCLUDE} defines",
+            "as a bcrypt hash; `mcsync setup nats-credentials` writes it, with random passwords,",
+            "at the first `docker compose up` (a volume, never the repository).",
+        ),
+    )
