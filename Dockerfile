@@ -11,29 +11,19 @@ FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    UV_PROJECT_ENVIRONMENT=/opt/mcsync \
-    UV_NO_CACHE=1 \
     PATH=/opt/mcsync/bin:$PATH
 
 WORKDIR /src
-# Only what the wheel is built from (the CRDs are packaged into it), and the lock.
+# Only what the wheel is built from (the CRDs are packaged into it), the lock and the install
+# script, which the local image build (engine/local/scripts/build-control-plane.sh mcsync-image)
+# runs too, so that both images are made by the same steps.
 COPY pyproject.toml uv.lock README.md ./
 COPY engine ./engine
 COPY publishers ./publishers
 COPY subscribers ./subscribers
 COPY deploy/crds ./deploy/crds
-# Every dependency at the version and hash uv.lock pins; the project itself as a regular (not
-# editable) install; no development tools, no nats-server (the `local` extra).
-RUN pip install "uv==0.13.8" \
-    && uv sync --frozen --no-dev --no-editable \
-    && pip uninstall -y uv \
-    && cd / \
-    && rm -rf /src \
-    && groupadd --system --gid 10001 mcsync \
-    && useradd --system --uid 10001 --gid mcsync --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin mcsync
+COPY deploy/image/install.sh ./deploy/image/install.sh
+RUN sh deploy/image/install.sh && cd / && rm -rf /src
 
 # Numeric, so that runAsNonRoot can verify it.
 USER 10001:10001

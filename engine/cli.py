@@ -123,7 +123,13 @@ def local_up(
             stack = LocalStack(
                 clusters, directory.resolve(), clusterset, with_mcsync=mcsync, with_nodes=with_nodes
             )
-            await stack.start()
+            try:
+                await stack.start()
+            except BaseException:
+                # What started before the failure (network namespaces, control planes, nodes)
+                # goes too.
+                await stack.stop()
+                raise
         try:
             assert stack.nats is not None
             console.print(f"[bold green]clusterset {clusterset!r} is up[/]")

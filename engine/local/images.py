@@ -9,6 +9,12 @@ The images carry the names that upstream manifests use, so that those run unchan
 node: the Multi-Cluster Services conformance suite's client (``nicolaka/netshoot``) and server
 (``alpine/socat``), and the pod sandbox (``registry.k8s.io/pause``). They are not those images:
 they are this Debian, with the same entrypoint conventions (socat's image runs ``socat``).
+
+mcsync's own image is made the same way from a root filesystem of its own: the build script's
+``mcsync-image`` part runs ``deploy/image/install.sh``, the script the Dockerfile runs, in a
+Debian root with python3 3.11, and :data:`MCSYNC` names it as the chart's default image
+(``mcsync:0.1.0``, which the CRI reads as ``docker.io/library/mcsync:0.1.0``), with the
+Dockerfile's user, environment and entrypoint.
 """
 
 from __future__ import annotations
@@ -27,11 +33,31 @@ ROOTFS_PACKAGES = "socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certifi
 """Keep in step with the build script's ``rootfs_packages``: the tar is named by their hash."""
 
 
+MCSYNC_IMAGE_PACKAGES = "python3,python3-venv,ca-certificates,passwd"
+"""Keep in step with the build script's ``image_packages``."""
+MCSYNC_IMAGE_INPUTS = (
+    "pyproject.toml",
+    "uv.lock",
+    "README.md",
+    "deploy/image/install.sh",
+    "engine",
+    "publishers",
+    "subscribers",
+    "deploy/crds",
+)
+"""What the mcsync image is made from (the build script's ``image_inputs``): its tar is named
+by their hash, so a change to any of them makes a new image."""
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @dataclass(frozen=True)
 class Image:
     name: str
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = (f"PATH={BASE_PATH}",)
+    user: str = ""
+    working_dir: str = ""
 
 
 PAUSE = "registry.k8s.io/pause:3.10"
@@ -44,6 +70,45 @@ IMAGES = (
     Image(CLIENT, cmd=("sh",)),
     Image(SERVER, entrypoint=("socat",)),
 )
+
+
+MCSYNC = Image(
+    "docker.io/library/mcsync:0.1.0",
+    entrypoint=("mcsync",),
+    cmd=("--help",),
+    # The Dockerfile's ENV, USER and WORKDIR.
+    env=(
+        "PYTHONDONTWRITEBYTECODE=1",
+        "PYTHONUNBUFFERED=1",
+        f"PATH=/opt/mcsync/bin:{BASE_PATH}",
+    ),
+    user="10001:10001",
+    working_dir="/",
+)
+
+
+def mcsync_image_hash(repo: Path) -> str:
+    """The hash naming the mcsync image's tar, as the build script computes it: of the suite,
+    the package list and a ``sha256sum`` line per input file (sorted by path)."""
+    files: list[str] = []
+    for entry in MCSYNC_IMAGE_INPUTS:
+        p = repo / entry
+        if p.is_file():
+            files.append(entry)
+        elif p.is_dir():
+            files += [
+                f.relative_to(repo).as_posix()
+                for f in p.rglob("*")
+                if f.is_file() and f.suffix != ".pyc" and "__pycache__" not in f.parts
+            ]
+    listing = f"{ROOTFS_SUITE} {MCSYNC_IMAGE_PACKAGES}\n"
+    for rel in sorted(files, key=lambda r: r.encode()):
+        listing += f"{_sha256_file(repo / rel)}  {rel}\n"
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
+def mcsync_image_name(repo: Path) -> str:
+    return f"mcsync-image-{ROOTFS_SUITE}-{mcsync_image_hash(repo)}.tar"
 
 
 def rootfs_name() -> str:
@@ -89,9 +154,11 @@ def oci_archive(rootfs_tar: Path, out: Path, images: tuple[Image, ...] = IMAGES)
                 "architecture": "amd64",
                 "os": "linux",
                 "config": {
-                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Env": list(image.env),
                     **({"Entrypoint": list(image.entrypoint)} if image.entrypoint else {}),
                     **({"Cmd": list(image.cmd)} if image.cmd else {}),
+                    **({"User": image.user} if image.user else {}),
+                    **({"WorkingDir": image.working_dir} if image.working_dir else {}),
                 },
                 "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
             }

@@ -42,7 +42,7 @@ from engine.local import controlplane, images, netns, procs
 
 CNI_VERSION = os.environ.get("MCSYNC_CNI_VERSION", "v1.10.0")
 COREDNS_VERSION = os.environ.get("MCSYNC_COREDNS_VERSION", "v1.15.0")
-NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager")
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 PARTS = (*NODE_BINARIES, "cni-plugins", "coredns", "node-rootfs")
 """What the build script makes for nodes (by these names on its command line)."""
@@ -65,6 +65,46 @@ def coredns_binary() -> Path:
 
 def rootfs_tar() -> Path:
     return node_dir() / images.rootfs_name()
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (the mcsync image is built from its sources)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def mcsync_image_tar() -> Path:
+    return node_dir() / images.mcsync_image_name(repo_root())
+
+
+def ensure_mcsync_image(quiet: bool = False) -> Path:
+    """mcsync's image from this checkout's sources (the build script's ``mcsync-image`` part,
+    made once per state of the sources), as an OCI archive to import into containerd."""
+    tar = mcsync_image_tar()
+    if not tar.is_file():
+        if not (repo_root() / "uv.lock").is_file():
+            raise ConfigError(
+                "mcsync's image is built from a checkout of the repository; "
+                f"{repo_root()} is not one"
+            )
+        _build(["mcsync-image"], quiet)
+        if not tar.is_file():
+            raise ConfigError(f"building mcsync's image did not make {tar}")
+    return images.oci_archive(tar, tar.with_suffix(".oci.tar"), (images.MCSYNC,))
+
+
+def _build(parts: list[str], quiet: bool) -> int:
+    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
+    with resources.as_file(script) as path:
+        result = subprocess.run(
+            ["bash", str(path), *parts],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if quiet else None,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise ConfigError(f"building {' '.join(parts)} failed (exit {result.returncode})")
+    return result.returncode
 
 
 def missing_parts() -> list[str]:
@@ -95,17 +135,9 @@ def ensure_parts(quiet: bool = False) -> None:
     missing = missing_parts()
     if not missing:
         return
-    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
-    with resources.as_file(script) as path:
-        result = subprocess.run(
-            ["bash", str(path), *missing],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if quiet else None,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0 or missing_parts():
-        raise ConfigError(f"building the node parts failed (exit {result.returncode})")
+    _build(missing, quiet)
+    if missing_parts():
+        raise ConfigError(f"building the node parts did not make {', '.join(missing_parts())}")
 
 
 def cgroup_hierarchies(unified: bool = False) -> list[Path]:
@@ -186,6 +218,9 @@ class LocalNodes:
     control_planes: controlplane.LocalClusters
     network: netns.Network
     base_dir: Path | None = None
+    mcsync_image: bool = False
+    """Import mcsync's own image too (built from this checkout's sources when they changed),
+    so that its Helm chart runs on the nodes."""
     nodes: list[Node] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
@@ -200,11 +235,15 @@ class LocalNodes:
         if self.base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mcsync-nodes-")
             self.base_dir = Path(self._tmp.name)
-        archive = await asyncio.to_thread(
-            images.oci_archive,
-            rootfs_tar(),
-            node_dir() / f"images-{rootfs_tar().stem}-{len(images.IMAGES)}.oci.tar",
-        )
+        archives = [
+            await asyncio.to_thread(
+                images.oci_archive,
+                rootfs_tar(),
+                node_dir() / f"images-{rootfs_tar().stem}-{len(images.IMAGES)}.oci.tar",
+            )
+        ]
+        if self.mcsync_image:
+            archives.append(await asyncio.to_thread(ensure_mcsync_image))
         for cluster, links in zip(self.control_planes.clusters, self.network.nodes, strict=True):
             node = Node(
                 cluster=cluster,
@@ -213,10 +252,10 @@ class LocalNodes:
                 cgroup_root=f"/mcsync-{self.network.run_id}-{links.index}",
             )
             self.nodes.append(node)
-            await self._start_node(node, archive)
+            await self._start_node(node, archives)
         await asyncio.gather(*(self._wait_ready(n) for n in self.nodes))
 
-    async def _start_node(self, node: Node, archive: Path) -> None:
+    async def _start_node(self, node: Node, archives: list[Path]) -> None:
         d = node.directory
         for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "volume-plugins"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -231,9 +270,10 @@ class LocalNodes:
         ):
             log = procs.tail(node.log("containerd"))
             raise ConfigError(f"containerd of {node.name} not up:\n{log}")
-        r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
-        if r.returncode != 0:
-            raise ConfigError(f"importing the images into {node.name} failed: {r.stderr}")
+        for archive in archives:
+            r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
+            if r.returncode != 0:
+                raise ConfigError(f"importing {archive.name} into {node.name} failed: {r.stderr}")
         node.procs["kubelet"] = procs.spawn(
             node.in_netns(
                 str(controlplane.bin_dir() / "kubelet"),
@@ -247,18 +287,36 @@ class LocalNodes:
             node.log("kubelet"),
         )
         # The controllers pods and Services need: EndpointSlices for Services with selectors
-        # (kube-proxy and mcsync's publisher read them). On the host, like the apiserver.
+        # (kube-proxy and mcsync's publisher read them), ServiceAccounts and their CA, and
+        # Deployments (a Helm chart's pods). On the host, like the apiserver.
         node.procs["kube-controller-manager"] = procs.spawn(
             [
                 str(controlplane.bin_dir() / "kube-controller-manager"),
                 f"--kubeconfig={d / 'kubeconfig'}",
-                "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher",
+                "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher,"
+                "deployment,replicaset",
                 f"--root-ca-file={node.cluster.ca_file}",
                 "--leader-elect=false",
                 "--secure-port=0",
                 "--v=1",
             ],
             node.log("kube-controller-manager"),
+        )
+        # The scheduler places the pods that do not name their node (a Deployment's) on the
+        # cluster's one node. On the host; its health endpoint on loopback only.
+        node.procs["kube-scheduler"] = procs.spawn(
+            [
+                str(controlplane.bin_dir() / "kube-scheduler"),
+                f"--kubeconfig={d / 'kubeconfig'}",
+                f"--authentication-kubeconfig={d / 'kubeconfig'}",
+                f"--authorization-kubeconfig={d / 'kubeconfig'}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={procs.free_port()}",
+                f"--cert-dir={d / 'kube-scheduler'}",
+                "--v=1",
+            ],
+            node.log("kube-scheduler"),
         )
         # The cluster's DNS, in the node's namespace: pods reach it at the node's address.
         node.procs["coredns"] = procs.spawn(
@@ -448,7 +506,13 @@ state = "{state}"
             self._tmp = None
 
     def _stop_node(self, node: Node) -> None:
-        for what in ("kube-proxy", "coredns", "kube-controller-manager", "kubelet"):
+        for what in (
+            "kube-proxy",
+            "coredns",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kubelet",
+        ):
             if what in node.procs:
                 procs.stop(node.procs.pop(what), grace=10.0)
         if "containerd" in node.procs and node.procs["containerd"].poll() is None:

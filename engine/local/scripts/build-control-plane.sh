@@ -6,13 +6,21 @@
 #   build-control-plane.sh                        kube-apiserver etcd (what the demo needs)
 #   build-control-plane.sh kube-apiserver etcd helm               (what the tests need)
 #   build-control-plane.sh kube-controller-manager                 (controllers, when a test asks)
-#   build-control-plane.sh kubelet kube-proxy cni-plugins coredns node-rootfs      (local nodes)
+#   build-control-plane.sh kubelet kube-proxy kube-scheduler cni-plugins coredns node-rootfs
+#                                                                                  (local nodes)
+#   build-control-plane.sh mcsync-image                  (mcsync's image, for its chart on nodes)
 #
 # The node parts that are not Kubernetes commands have versions of their own, so they live beside
 # the versioned bin directory rather than in it: cni-plugins (bridge, host-local, loopback,
 # portmap) in node/cni-plugins-<version>/, coredns in node/coredns-<version>/, and node-rootfs (a
 # Debian root filesystem made by mmdebstrap, the one layer of the test images) as
-# node/rootfs-<suite>-<hash of its package list>.tar.
+# node/rootfs-<suite>-<hash of its package list>.tar. mcsync-image is mcsync's own image made
+# the Dockerfile's way, without docker: a Debian root filesystem with python3 (3.11, as the
+# Dockerfile's python:3.11 base) in which deploy/image/install.sh, the script the Dockerfile
+# runs, installs mcsync from this repository with chroot; it is node/mcsync-image-<hash>.tar,
+# the hash of what the image is made from (the package list, the lock, pyproject.toml, the
+# install script and the package sources), so a change to any of them makes a new one.
+# `build-control-plane.sh --mcsync-image-path` prints that path and builds nothing.
 #
 # Each step prints one line with its elapsed time and an estimate; the tools' own output goes to
 # a log file, whose path and last lines are printed when a step fails. The bin directory is the
@@ -42,14 +50,32 @@ rootfs_suite=bookworm
 rootfs_packages=socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certificates
 rootfs_hash=$(printf '%s %s' "$rootfs_suite" "$rootfs_packages" | sha256sum | cut -c1-12)
 rootfs_tar="$node_dir/rootfs-$rootfs_suite-$rootfs_hash.tar"
+# mcsync's image: keep image_packages and the hash's inputs in step with MCSYNC_IMAGE_PACKAGES
+# and mcsync_image_inputs() in engine/local/images.py, which finds the tar by the same hash.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+image_packages=python3,python3-venv,ca-certificates,passwd
+image_inputs=(pyproject.toml uv.lock README.md deploy/image/install.sh engine publishers subscribers deploy/crds)
+image_hash() {
+  # sha256 of "<suite> <packages>\n" followed by `sha256sum` lines of every input file, sorted.
+  {
+    printf '%s %s\n' "$rootfs_suite" "$image_packages"
+    (cd "$repo" && find "${image_inputs[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+      | LC_ALL=C sort | xargs -d '\n' sha256sum)
+  } | sha256sum | cut -c1-12
+}
+image_tar="$node_dir/mcsync-image-$rootfs_suite-$(image_hash).tar"
+if [[ ${1:-} == --mcsync-image-path ]]; then
+  echo "$image_tar"
+  exit 0
+fi
 
 wanted=("$@")
 [[ ${#wanted[@]} -gt 0 ]] || wanted=(kube-apiserver etcd)
 for w in "${wanted[@]}"; do
   case "$w" in
     kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | etcd | helm) ;;
-    cni-plugins | coredns | node-rootfs) ;;
-    *) echo "error: unknown part '$w' (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, cni-plugins, coredns, node-rootfs)" >&2; exit 2 ;;
+    cni-plugins | coredns | node-rootfs | mcsync-image) ;;
+    *) echo "error: unknown part '$w' (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, cni-plugins, coredns, node-rootfs, mcsync-image)" >&2; exit 2 ;;
   esac
 done
 
@@ -59,6 +85,7 @@ built() {
     cni-plugins) for p in "${cni_plugins[@]}"; do [[ -x "$cni_dir/$p" ]] || return 1; done ;;
     coredns) [[ -x "$coredns_dir/coredns" ]] ;;
     node-rootfs) [[ -s "$rootfs_tar" ]] ;;
+    mcsync-image) [[ -s "$image_tar" ]] ;;
     *) [[ -x "$bin/$1" ]] ;;
   esac
 }
@@ -71,9 +98,19 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 needs_go=0
-for w in "${missing[@]}"; do [[ $w == node-rootfs ]] || needs_go=1; done
-if [[ " ${missing[*]} " == *" node-rootfs "* ]] && ! command -v mmdebstrap >/dev/null 2>&1; then
-  echo "error: the node root filesystem is made with mmdebstrap (Debian package mmdebstrap); none was found." >&2
+needs_mmdebstrap=0
+for w in "${missing[@]}"; do
+  case "$w" in
+    node-rootfs | mcsync-image) needs_mmdebstrap=1 ;;
+    *) needs_go=1 ;;
+  esac
+done
+if [[ $needs_mmdebstrap == 1 ]] && ! command -v mmdebstrap >/dev/null 2>&1; then
+  echo "error: the node root filesystem and mcsync's image are made with mmdebstrap (Debian package mmdebstrap); none was found." >&2
+  exit 3
+fi
+if [[ " ${missing[*]} " == *" mcsync-image "* ]] && { [[ $(id -u) -ne 0 ]] || [[ ! -f "$repo/uv.lock" ]]; }; then
+  echo "error: mcsync's image is built as root (chroot) from a checkout of the repository (uv.lock at $repo)." >&2
   exit 3
 fi
 if [[ $needs_go == 1 ]] && ! command -v go >/dev/null 2>&1; then
@@ -250,6 +287,34 @@ rootfs_build() {
   mv "$work/rootfs.tar" "$rootfs_tar"
 }
 
+image_build() {
+  # The Dockerfile's steps in a Debian root: the sources it copies, then its install script in
+  # the root with chroot (mmdebstrap mounts /proc, /dev and /sys for its hooks and gives the
+  # root the host's resolv.conf while it builds; uv fetches the wheels from PyPI), then the
+  # sources removed. The install runs with a clean environment, trusting the CA bundle the
+  # building machine trusts (SSL_CERT_FILE, else Debian's bundle: a TLS-inspecting proxy's CA
+  # included), which is removed afterwards. The OCI image config (user 10001, entrypoint
+  # mcsync) is written when the tar is imported (engine/local/images.py).
+  local src="$work/image-src" ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+  local env=(PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+    SSL_CERT_FILE=/tmp/build-ca.crt PIP_CERT=/tmp/build-ca.crt)
+  for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    [[ -z ${!v:-} ]] || env+=("$v=${!v}")
+  done
+  mkdir -p "$src"
+  (cd "$repo" && find "${image_inputs[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+    | tar --null -T - -cf -) | tar -C "$src" -xf -
+  mmdebstrap --variant=minbase --include="$image_packages" \
+    --aptopt='Acquire::Retries "3"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook="cp -a '$src' \"\$1/src\" && cp '$ca' \"\$1/tmp/build-ca.crt\"" \
+    --customize-hook="chroot \"\$1\" env -i ${env[*]} sh -c 'cd /src && sh deploy/image/install.sh'" \
+    --customize-hook='rm -rf "$1/src" "$1/tmp/build-ca.crt" "$1/root/.cache" "$1/var/lib/apt/lists"/* "$1/var/cache/apt"/*.bin' \
+    "$rootfs_suite" "$work/mcsync-image.tar" http://deb.debian.org/debian
+  mv "$work/mcsync-image.tar" "$image_tar"
+}
+
 kube_cmds=()
 for w in "${missing[@]}"; do
   [[ $w == kube* ]] && kube_cmds+=("$w")
@@ -275,6 +340,9 @@ if [[ " ${missing[*]} " == *" coredns "* ]]; then
 fi
 if [[ " ${missing[*]} " == *" node-rootfs "* ]]; then
   step "node root filesystem (Debian $rootfs_suite, mmdebstrap)" "1-3 min" rootfs_build
+fi
+if [[ " ${missing[*]} " == *" mcsync-image "* ]]; then
+  step "mcsync image (Debian $rootfs_suite, mmdebstrap, deploy/image/install.sh)" "2-4 min" image_build
 fi
 echo "==> built ${missing[*]} in $((SECONDS - total_start)) s into $bin" >&2
 echo "$bin"
