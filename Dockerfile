@@ -14,16 +14,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/mcsync/bin:$PATH
 
 WORKDIR /src
-# Only what the wheel is built from (the CRDs are packaged into it), the lock and the install
-# script, which the local image build (engine/local/scripts/build-control-plane.sh mcsync-image)
-# runs too, so that both images are made by the same steps.
+# The install script, which the local image build (engine/local/scripts/build-control-plane.sh
+# mcsync-image) runs too, so that both images are made by the same steps: first the
+# dependencies from the lock (a layer reused until the lock changes), then mcsync itself from
+# only what the wheel is built from (the CRDs are packaged into it).
 COPY pyproject.toml uv.lock README.md ./
+COPY deploy/image/install.sh ./deploy/image/install.sh
+RUN sh deploy/image/install.sh deps
 COPY engine ./engine
 COPY publishers ./publishers
 COPY subscribers ./subscribers
 COPY deploy/crds ./deploy/crds
-COPY deploy/image/install.sh ./deploy/image/install.sh
-RUN sh deploy/image/install.sh && cd / && rm -rf /src
+RUN sh deploy/image/install.sh project && cd / && rm -rf /src
 
 # Numeric, so that runAsNonRoot can verify it.
 USER 10001:10001

@@ -5,10 +5,11 @@ into a cluster with a node. Every node runs in a network namespace of its own
 (:mod:`engine.local.netns`): containerd and runc from Debian's packages, the kubelet and
 kube-proxy built from the Go module proxy like kube-apiserver, the CNI bridge plugin with a pod
 CIDR per node, CoreDNS serving ``cluster.local`` and ``clusterset.local`` at the node's address,
-and the test images made locally (:mod:`engine.local.images`) imported into containerd. Beside
-each node, on the host, a kube-controller-manager runs the endpointslice controller only. Pods
-are placed on the node by ``spec.nodeName`` (there is no scheduler); the node is named
-``<cluster>-node``. docs/nodes.md has what was measured (versions, compatibility, costs).
+and the test images made locally (:mod:`engine.local.images`) imported into containerd (with
+``mcsync_image``, mcsync's own too). Beside each node, on the host, a kube-controller-manager
+runs the few controllers pods, Services and Deployments need, and a kube-scheduler places the
+pods that do not name their node (``spec.nodeName``); the node is named ``<cluster>-node``.
+docs/nodes.md has what was measured (versions, compatibility, costs).
 
 The node is a test node, not a hardened one: the kubelet serves its API to anyone who reaches
 the node's address (only the host can), and the node's components use the cluster's admin
@@ -72,24 +73,26 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def mcsync_image_tar() -> Path:
-    return node_dir() / images.mcsync_image_name(repo_root())
+def mcsync_image_layers() -> list[Path]:
+    return [node_dir() / n for n in images.mcsync_layer_names(repo_root())]
 
 
 def ensure_mcsync_image(quiet: bool = False) -> Path:
-    """mcsync's image from this checkout's sources (the build script's ``mcsync-image`` part,
-    made once per state of the sources), as an OCI archive to import into containerd."""
-    tar = mcsync_image_tar()
-    if not tar.is_file():
+    """mcsync's image from this checkout's sources (the build script's ``mcsync-image`` part:
+    its base once per lock, its second layer once per state of the sources), as an OCI
+    archive to import into containerd."""
+    layers = mcsync_image_layers()
+    if not all(p.is_file() for p in layers):
         if not (repo_root() / "uv.lock").is_file():
             raise ConfigError(
                 "mcsync's image is built from a checkout of the repository; "
                 f"{repo_root()} is not one"
             )
         _build(["mcsync-image"], quiet)
-        if not tar.is_file():
-            raise ConfigError(f"building mcsync's image did not make {tar}")
-    return images.oci_archive(tar, tar.with_suffix(".oci.tar"), (images.MCSYNC,))
+        if not all(p.is_file() for p in layers):
+            raise ConfigError(f"building mcsync's image did not make {layers}")
+    out = layers[1].with_name(layers[1].name.replace("mcsync-layer-", "mcsync-image-"))
+    return images.oci_archive(layers, out.with_suffix(".oci.tar"), (images.MCSYNC,))
 
 
 def _build(parts: list[str], quiet: bool) -> int:

@@ -479,7 +479,8 @@ def test_the_image_installs_what_the_lock_pins_and_runs_as_a_non_root_user() -> 
     # install script the Dockerfile runs (the local image build runs it too).
     assert re.search(r"COPY pyproject\.toml uv\.lock", text)
     assert re.search(r"(?m)^COPY deploy/image/install\.sh ", text)
-    assert re.search(r"(?m)^RUN sh deploy/image/install\.sh", text)
+    assert re.search(r"(?m)^RUN sh deploy/image/install\.sh deps$", text)
+    assert re.search(r"(?m)^RUN sh deploy/image/install\.sh project ", text)
     script = (DEPLOY / "image" / "install.sh").read_text()
     assert re.search(r"uv sync --frozen --no-dev --no-editable", script)
     assert "pip install ." not in text + script
@@ -513,7 +514,8 @@ def test_the_build_script_and_images_name_the_mcsync_image_by_the_same_hash() ->
     out = subprocess.run(
         ["bash", str(script), "--mcsync-image-path"], capture_output=True, text=True, check=True
     )
-    assert Path(out.stdout.strip()).name == images.mcsync_image_name(ROOT)
+    names = tuple(Path(line).name for line in out.stdout.split())
+    assert names == images.mcsync_layer_names(ROOT)
 
 
 # --- the NATS configs ------------------------------------------------------------------------
