@@ -290,14 +290,16 @@ class LocalNodes:
             node.log("kubelet"),
         )
         # The controllers pods and Services need: EndpointSlices for Services with selectors
-        # (kube-proxy and mcsync's publisher read them), ServiceAccounts and their CA, and
-        # Deployments (a Helm chart's pods). On the host, like the apiserver.
+        # (kube-proxy and mcsync's publisher read them), ServiceAccounts and their CA,
+        # Deployments (a Helm chart's pods), and the node lifecycle, which lifts the not-ready
+        # taint the kubelet registers its Node with (the scheduler respects it). On the host,
+        # like the apiserver.
         node.procs["kube-controller-manager"] = procs.spawn(
             [
                 str(controlplane.bin_dir() / "kube-controller-manager"),
                 f"--kubeconfig={d / 'kubeconfig'}",
                 "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher,"
-                "deployment,replicaset",
+                "deployment,replicaset,nodelifecycle",
                 f"--root-ca-file={node.cluster.ca_file}",
                 "--leader-elect=false",
                 "--secure-port=0",
