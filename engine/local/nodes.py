@@ -260,7 +260,7 @@ class LocalNodes:
 
     async def _start_node(self, node: Node, archives: list[Path]) -> None:
         d = node.directory
-        for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "volume-plugins"):
+        for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "volume-plugins", "pod-logs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         self._write_configs(node)
         self._make_cgroups(node)
@@ -423,6 +423,10 @@ state = "{state}"
             "resolvConf": str(d / "resolv.conf"),
             "podCIDR": node.links.pod_cidr,
             "volumePluginDir": str(d / "volume-plugins"),
+            # The node's own: the default /var/log/pods is shared by every kubelet on the host,
+            # and each one's garbage collection removes the logs of pods it does not know (a
+            # pod's log gone before the test read it); it also went with nothing at stop.
+            "podLogsDir": str(d / "pod-logs"),
             "registerNode": True,
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
