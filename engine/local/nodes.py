@@ -77,10 +77,11 @@ def mcsync_image_layers() -> list[Path]:
     return [node_dir() / n for n in images.mcsync_layer_names(repo_root())]
 
 
-def ensure_mcsync_image(quiet: bool = False) -> Path:
+def ensure_mcsync_image(directory: Path, quiet: bool = False) -> Path:
     """mcsync's image from this checkout's sources (the build script's ``mcsync-image`` part:
     its base once per lock, its second layer once per state of the sources), as an OCI
-    archive to import into containerd."""
+    archive in ``directory`` to import into containerd. The archive holds the base again, so
+    it is written for each run rather than kept in the cache for each state of the sources."""
     layers = mcsync_image_layers()
     if not all(p.is_file() for p in layers):
         if not (repo_root() / "uv.lock").is_file():
@@ -91,7 +92,7 @@ def ensure_mcsync_image(quiet: bool = False) -> Path:
         _build(["mcsync-image"], quiet)
         if not all(p.is_file() for p in layers):
             raise ConfigError(f"building mcsync's image did not make {layers}")
-    out = layers[1].with_name(layers[1].name.replace("mcsync-layer-", "mcsync-image-"))
+    out = directory / layers[1].name.replace("mcsync-layer-", "mcsync-image-")
     return images.oci_archive(layers, out.with_suffix(".oci.tar"), (images.MCSYNC,))
 
 
@@ -226,6 +227,7 @@ class LocalNodes:
     so that its Helm chart runs on the nodes."""
     nodes: list[Node] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _mcsync_archive: Path | None = None
 
     def __getitem__(self, cluster: str) -> Node:
         for n in self.nodes:
@@ -246,7 +248,9 @@ class LocalNodes:
             )
         ]
         if self.mcsync_image:
-            archives.append(await asyncio.to_thread(ensure_mcsync_image))
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            self._mcsync_archive = await asyncio.to_thread(ensure_mcsync_image, self.base_dir)
+            archives.append(self._mcsync_archive)
         for cluster, links in zip(self.control_planes.clusters, self.network.nodes, strict=True):
             node = Node(
                 cluster=cluster,
@@ -510,6 +514,9 @@ state = "{state}"
         for node in reversed(self.nodes):
             self._stop_node(node)
         self.nodes.clear()
+        if self._mcsync_archive is not None:
+            self._mcsync_archive.unlink(missing_ok=True)
+            self._mcsync_archive = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp.name, ignore_errors=True)
             self._tmp = None

@@ -211,6 +211,11 @@ async def test_the_charts_publisher_and_subscriber_run_ready_on_each_node(
             assert st["ready"] and st["restartCount"] == 0, st
             assert st["image"] == "docker.io/library/mcsync:0.1.0"
             assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+            # In-cluster configuration: the ServiceAccount's token, no kubeconfig.
+            projected = [v["name"] for v in pod["spec"]["volumes"] if "projected" in v]
+            assert any(n.startswith("kube-api-access-") for n in projected), projected
+            env = {e["name"] for e in pod["spec"]["containers"][0].get("env") or []}
+            assert "KUBECONFIG" not in env
             logs = await _logs(nc, cluster, name)
             assert "403" not in logs and "Forbidden" not in logs, logs[-3000:]
             assert logs, name
