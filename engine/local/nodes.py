@@ -240,27 +240,42 @@ class LocalNodes:
         if self.base_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mcsync-nodes-")
             self.base_dir = Path(self._tmp.name)
-        archives = [
-            await asyncio.to_thread(
-                images.oci_archive,
-                rootfs_tar(),
-                node_dir() / f"images-{rootfs_tar().stem}-{len(images.IMAGES)}.oci.tar",
-            )
-        ]
+        archive = await asyncio.to_thread(
+            images.oci_archive,
+            rootfs_tar(),
+            node_dir() / f"images-{rootfs_tar().stem}-{len(images.IMAGES)}.oci.tar",
+        )
+        # mcsync's image is made (its second layer too, when the sources changed) while the
+        # nodes start, and imported into them while they become Ready.
+        made: asyncio.Task[Path] | None = None
         if self.mcsync_image:
             self.base_dir.mkdir(parents=True, exist_ok=True)
-            self._mcsync_archive = await asyncio.to_thread(ensure_mcsync_image, self.base_dir)
-            archives.append(self._mcsync_archive)
-        for cluster, links in zip(self.control_planes.clusters, self.network.nodes, strict=True):
-            node = Node(
-                cluster=cluster,
-                links=links,
-                directory=self.base_dir / cluster.name,
-                cgroup_root=f"/mcsync-{self.network.run_id}-{links.index}",
-            )
-            self.nodes.append(node)
-            await self._start_node(node, archives)
-        await asyncio.gather(*(self._wait_ready(n) for n in self.nodes))
+            made = asyncio.create_task(asyncio.to_thread(ensure_mcsync_image, self.base_dir))
+        try:
+            for cluster, links in zip(
+                self.control_planes.clusters, self.network.nodes, strict=True
+            ):
+                node = Node(
+                    cluster=cluster,
+                    links=links,
+                    directory=self.base_dir / cluster.name,
+                    cgroup_root=f"/mcsync-{self.network.run_id}-{links.index}",
+                )
+                self.nodes.append(node)
+                await self._start_node(node, [archive])
+            waits = [self._wait_ready(n) for n in self.nodes]
+            if made is not None:
+                self._mcsync_archive = await made
+                waits += [self._import(n, self._mcsync_archive) for n in self.nodes]
+            await asyncio.gather(*waits)
+        finally:
+            if made is not None and not made.done():
+                made.cancel()
+
+    async def _import(self, node: Node, archive: Path) -> None:
+        r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
+        if r.returncode != 0:
+            raise ConfigError(f"importing {archive.name} into {node.name} failed: {r.stderr}")
 
     async def _start_node(self, node: Node, archives: list[Path]) -> None:
         d = node.directory
@@ -278,9 +293,7 @@ class LocalNodes:
             log = procs.tail(node.log("containerd"))
             raise ConfigError(f"containerd of {node.name} not up:\n{log}")
         for archive in archives:
-            r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
-            if r.returncode != 0:
-                raise ConfigError(f"importing {archive.name} into {node.name} failed: {r.stderr}")
+            await self._import(node, archive)
         node.procs["kubelet"] = procs.spawn(
             node.in_netns(
                 str(controlplane.bin_dir() / "kubelet"),
