@@ -1,4 +1,4 @@
-"""Local nodes for the integration tests: two clusters with a node each, and the helpers their
+"""Local nodes for the integration tests: two clusters with a node each, and the functions their
 tests share (pods on a node, a socat server, a client's output, Services and exports).
 
 ``node_clusters`` (tests/integration/conftest.py) starts them once per module and checks the
