@@ -15,29 +15,21 @@ FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    UV_PROJECT_ENVIRONMENT=/opt/mcsync \
-    UV_NO_CACHE=1 \
     PATH=/opt/mcsync/bin:$PATH
 
 WORKDIR /src
-# Only what the wheel is built from (the CRDs are packaged into it), and the lock.
+# The install script, which the local image build (engine/local/scripts/build-control-plane.sh
+# mcsync-image) runs too, so that both images are made by the same steps: first the
+# dependencies from the lock (a layer reused until the lock changes), then mcsync itself from
+# only what the wheel is built from (the CRDs are packaged into it).
 COPY pyproject.toml uv.lock README.md ./
+COPY deploy/image/install.sh ./deploy/image/install.sh
+RUN sh deploy/image/install.sh deps
 COPY engine ./engine
 COPY publishers ./publishers
 COPY subscribers ./subscribers
 COPY deploy/crds ./deploy/crds
-# Every dependency at the version and hash uv.lock pins; the project itself as a regular (not
-# editable) install; no development tools, no nats-server (the `local` extra).
-RUN pip install "uv==0.13.8" \
-    && uv sync --frozen --no-dev --no-editable \
-    && pip uninstall -y uv \
-    && cd / \
-    && rm -rf /src \
-    && groupadd --system --gid 10001 mcsync \
-    && useradd --system --uid 10001 --gid mcsync --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin mcsync
+RUN sh deploy/image/install.sh project && cd / && rm -rf /src
 
 # Numeric, so that runAsNonRoot can verify it.
 USER 10001:10001

@@ -110,10 +110,21 @@ def local_up(
             "Debian's containerd, runc and mmdebstrap; builds the node parts once.",
         ),
     ] = False,
+    mcsync_image: Annotated[
+        bool,
+        typer.Option(
+            "--mcsync-image/--no-mcsync-image",
+            help="With --nodes: build mcsync's image from this checkout the Dockerfile's way "
+            "(once per state of the sources) and import it into each node, so that the Helm "
+            "chart runs there (docs/nodes.md).",
+        ),
+    ] = False,
     log_level: LogLevelOpt = "warning",
 ) -> None:
     """Start a nats-server and N control planes (and nodes); stay up until interrupted."""
     _logging("console", log_level)
+    if mcsync_image and not with_nodes:
+        raise typer.BadParameter("--mcsync-image needs --nodes")
 
     async def up() -> int:
         from engine.localstack import LocalStack
@@ -121,9 +132,20 @@ def local_up(
         what = f"{clusters} control planes" + (" with a node each" if with_nodes else "")
         with console.status(f"starting nats-server and {what}..."):
             stack = LocalStack(
-                clusters, directory.resolve(), clusterset, with_mcsync=mcsync, with_nodes=with_nodes
+                clusters,
+                directory.resolve(),
+                clusterset,
+                with_mcsync=mcsync,
+                with_nodes=with_nodes,
+                mcsync_image=mcsync_image,
             )
-            await stack.start()
+            try:
+                await stack.start()
+            except BaseException:
+                # What started before the failure (network namespaces, control planes, nodes)
+                # goes too.
+                await stack.stop()
+                raise
         try:
             assert stack.nats is not None
             console.print(f"[bold green]clusterset {clusterset!r} is up[/]")

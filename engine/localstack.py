@@ -31,6 +31,8 @@ class LocalStack:
     clusterset: str = "local"
     with_mcsync: bool = True
     with_nodes: bool = False
+    mcsync_image: bool = False
+    """With nodes: mcsync's own image on them too, so that its Helm chart runs there."""
     member_options: dict[str, Any] = field(default_factory=dict)
     """Extra :class:`engine.runner.Member` fields for every member (settings, flags)."""
     nats: NatsServer | None = None
@@ -80,7 +82,9 @@ class LocalStack:
         await self.control_planes.start()
         await nats_start
         if self.network is not None:
-            self.local_nodes = nodes.LocalNodes(self.control_planes, self.network)
+            self.local_nodes = nodes.LocalNodes(
+                self.control_planes, self.network, mcsync_image=self.mcsync_image
+            )
             await self.local_nodes.start()
         for name in self.names:
             api = await kube.load_client(self.kubeconfig(name))

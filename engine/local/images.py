@@ -9,6 +9,14 @@ The images carry the names that upstream manifests use, so that those run unchan
 node: the Multi-Cluster Services conformance suite's client (``nicolaka/netshoot``) and server
 (``alpine/socat``), and the pod sandbox (``registry.k8s.io/pause``). They are not those images:
 they are this Debian, with the same entrypoint conventions (socat's image runs ``socat``).
+
+mcsync's own image is made the same way, in two layers like the Dockerfile's: the build
+script's ``mcsync-image`` part runs ``deploy/image/install.sh``, the script the Dockerfile runs,
+in a Debian root with python3 3.11, once for the dependencies (the base layer, reused until the
+lock changes) and once for mcsync itself (the second layer, made again when its sources
+change). :data:`MCSYNC` names the image as the chart's default (``mcsync:0.1.0``, which the CRI
+reads as ``docker.io/library/mcsync:0.1.0``), with the Dockerfile's user, environment and
+entrypoint.
 """
 
 from __future__ import annotations
@@ -27,11 +35,24 @@ ROOTFS_PACKAGES = "socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certifi
 """Keep in step with the build script's ``rootfs_packages``: the tar is named by their hash."""
 
 
+MCSYNC_IMAGE_PACKAGES = "python3,python3-venv,ca-certificates,passwd"
+"""Keep in step with the build script's ``image_packages``."""
+MCSYNC_BASE_INPUTS = ("pyproject.toml", "uv.lock", "README.md", "deploy/image/install.sh")
+"""What the mcsync image's base layer is made from (the build script's ``base_inputs``)."""
+MCSYNC_IMAGE_INPUTS = (*MCSYNC_BASE_INPUTS, "engine", "publishers", "subscribers", "deploy/crds")
+"""What the whole image is made from (``image_inputs``): its second layer is named by their
+hash, so a change to any of them makes a new one."""
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 @dataclass(frozen=True)
 class Image:
     name: str
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = (f"PATH={BASE_PATH}",)
+    user: str = ""
+    working_dir: str = ""
 
 
 PAUSE = "registry.k8s.io/pause:3.10"
@@ -44,6 +65,50 @@ IMAGES = (
     Image(CLIENT, cmd=("sh",)),
     Image(SERVER, entrypoint=("socat",)),
 )
+
+
+MCSYNC = Image(
+    "docker.io/library/mcsync:0.1.0",
+    entrypoint=("mcsync",),
+    cmd=("--help",),
+    # The Dockerfile's ENV, USER and WORKDIR.
+    env=(
+        "PYTHONDONTWRITEBYTECODE=1",
+        "PYTHONUNBUFFERED=1",
+        f"PATH=/opt/mcsync/bin:{BASE_PATH}",
+    ),
+    user="10001:10001",
+    working_dir="/",
+)
+
+
+def inputs_hash(repo: Path, inputs: tuple[str, ...]) -> str:
+    """The hash naming a layer of the mcsync image, as the build script computes it: of the
+    suite, the package list and a ``sha256sum`` line per input file (sorted by path)."""
+    files: list[str] = []
+    for entry in inputs:
+        p = repo / entry
+        if p.is_file():
+            files.append(entry)
+        elif p.is_dir():
+            files += [
+                f.relative_to(repo).as_posix()
+                for f in p.rglob("*")
+                if f.is_file() and f.suffix != ".pyc" and "__pycache__" not in f.parts
+            ]
+    listing = f"{ROOTFS_SUITE} {MCSYNC_IMAGE_PACKAGES}\n"
+    for rel in sorted(files, key=lambda r: r.encode()):
+        listing += f"{_sha256_file(repo / rel)}  {rel}\n"
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
+def mcsync_layer_names(repo: Path) -> tuple[str, str]:
+    """The file names of the mcsync image's two layers in the cache: the base (Debian, python3
+    and the dependencies) and mcsync itself."""
+    return (
+        f"mcsync-base-{ROOTFS_SUITE}-{inputs_hash(repo, MCSYNC_BASE_INPUTS)}.tar",
+        f"mcsync-layer-{ROOTFS_SUITE}-{inputs_hash(repo, MCSYNC_IMAGE_INPUTS)}.tar",
+    )
 
 
 def rootfs_name() -> str:
@@ -71,29 +136,34 @@ def _blob(obj: dict[str, Any]) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def oci_archive(rootfs_tar: Path, out: Path, images: tuple[Image, ...] = IMAGES) -> Path:
-    """Write an OCI image-layout tar holding ``images``, each with ``rootfs_tar`` as its one
-    (uncompressed) layer, named by the ``io.containerd.image.name`` annotation. Reused when
-    ``out`` exists: its name should carry what it was made from."""
+def oci_archive(
+    rootfs_tar: Path | list[Path], out: Path, images: tuple[Image, ...] = IMAGES
+) -> Path:
+    """Write an OCI image-layout tar holding ``images``, each with ``rootfs_tar`` as its
+    (uncompressed) layers, in order, named by the ``io.containerd.image.name`` annotation.
+    Reused when ``out`` exists: its name should carry what it was made from."""
     if out.exists():
         return out
-    layer_digest = _sha256_file(rootfs_tar)
-    layer_size = rootfs_tar.stat().st_size
+    layers = rootfs_tar if isinstance(rootfs_tar, list) else [rootfs_tar]
+    digests = [_sha256_file(p) for p in layers]
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     manifests = []
     with tarfile.open(tmp, "w") as tar:
         _add(tar, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-        tar.add(str(rootfs_tar), f"blobs/sha256/{layer_digest}")
+        for layer, digest in zip(layers, digests, strict=True):
+            tar.add(str(layer), f"blobs/sha256/{digest}")
         for image in images:
             config: dict[str, Any] = {
                 "architecture": "amd64",
                 "os": "linux",
                 "config": {
-                    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                    "Env": list(image.env),
                     **({"Entrypoint": list(image.entrypoint)} if image.entrypoint else {}),
                     **({"Cmd": list(image.cmd)} if image.cmd else {}),
+                    **({"User": image.user} if image.user else {}),
+                    **({"WorkingDir": image.working_dir} if image.working_dir else {}),
                 },
-                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in digests]},
             }
             config_data, config_digest = _blob(config)
             manifest = {
@@ -107,9 +177,10 @@ def oci_archive(rootfs_tar: Path, out: Path, images: tuple[Image, ...] = IMAGES)
                 "layers": [
                     {
                         "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": f"sha256:{layer_digest}",
-                        "size": layer_size,
+                        "digest": f"sha256:{d}",
+                        "size": p.stat().st_size,
                     }
+                    for p, d in zip(layers, digests, strict=True)
                 ],
             }
             manifest_data, manifest_digest = _blob(manifest)

@@ -5,10 +5,11 @@ into a cluster with a node. Every node runs in a network namespace of its own
 (:mod:`engine.local.netns`): containerd and runc from Debian's packages, the kubelet and
 kube-proxy built from the Go module proxy like kube-apiserver, the CNI bridge plugin with a pod
 CIDR per node, CoreDNS serving ``cluster.local`` and ``clusterset.local`` at the node's address,
-and the test images made locally (:mod:`engine.local.images`) imported into containerd. Beside
-each node, on the host, a kube-controller-manager runs the endpointslice controller only. Pods
-are placed on the node by ``spec.nodeName`` (there is no scheduler); the node is named
-``<cluster>-node``. docs/nodes.md has what was measured (versions, compatibility, costs).
+and the test images made locally (:mod:`engine.local.images`) imported into containerd (with
+``mcsync_image``, mcsync's own too). Beside each node, on the host, a kube-controller-manager
+runs the few controllers pods, Services and Deployments need, and a kube-scheduler places the
+pods that do not name their node (``spec.nodeName``); the node is named ``<cluster>-node``.
+docs/nodes.md has what was measured (versions, compatibility, costs).
 
 The node is a test node, not a hardened one: the kubelet serves its API to anyone who reaches
 the node's address (only the host can), and the node's components use the cluster's admin
@@ -42,7 +43,7 @@ from engine.local import controlplane, images, netns, procs
 
 CNI_VERSION = os.environ.get("MCSYNC_CNI_VERSION", "v1.10.0")
 COREDNS_VERSION = os.environ.get("MCSYNC_COREDNS_VERSION", "v1.15.0")
-NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager")
+NODE_BINARIES = ("kubelet", "kube-proxy", "kube-controller-manager", "kube-scheduler")
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 PARTS = (*NODE_BINARIES, "cni-plugins", "coredns", "node-rootfs")
 """What the build script makes for nodes (by these names on its command line)."""
@@ -65,6 +66,49 @@ def coredns_binary() -> Path:
 
 def rootfs_tar() -> Path:
     return node_dir() / images.rootfs_name()
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (the mcsync image is built from its sources)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def mcsync_image_layers() -> list[Path]:
+    return [node_dir() / n for n in images.mcsync_layer_names(repo_root())]
+
+
+def ensure_mcsync_image(directory: Path, quiet: bool = False) -> Path:
+    """mcsync's image from this checkout's sources (the build script's ``mcsync-image`` part:
+    its base once per lock, its second layer once per state of the sources), as an OCI
+    archive in ``directory`` to import into containerd. The archive holds the base again, so
+    it is written for each run rather than kept in the cache for each state of the sources."""
+    layers = mcsync_image_layers()
+    if not all(p.is_file() for p in layers):
+        if not (repo_root() / "uv.lock").is_file():
+            raise ConfigError(
+                "mcsync's image is built from a checkout of the repository; "
+                f"{repo_root()} is not one"
+            )
+        _build(["mcsync-image"], quiet)
+        if not all(p.is_file() for p in layers):
+            raise ConfigError(f"building mcsync's image did not make {layers}")
+    out = directory / layers[1].name.replace("mcsync-layer-", "mcsync-image-")
+    return images.oci_archive(layers, out.with_suffix(".oci.tar"), (images.MCSYNC,))
+
+
+def _build(parts: list[str], quiet: bool) -> int:
+    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
+    with resources.as_file(script) as path:
+        result = subprocess.run(
+            ["bash", str(path), *parts],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if quiet else None,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise ConfigError(f"building {' '.join(parts)} failed (exit {result.returncode})")
+    return result.returncode
 
 
 def missing_parts() -> list[str]:
@@ -95,17 +139,9 @@ def ensure_parts(quiet: bool = False) -> None:
     missing = missing_parts()
     if not missing:
         return
-    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
-    with resources.as_file(script) as path:
-        result = subprocess.run(
-            ["bash", str(path), *missing],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if quiet else None,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0 or missing_parts():
-        raise ConfigError(f"building the node parts failed (exit {result.returncode})")
+    _build(missing, quiet)
+    if missing_parts():
+        raise ConfigError(f"building the node parts did not make {', '.join(missing_parts())}")
 
 
 def cgroup_hierarchies(unified: bool = False) -> list[Path]:
@@ -186,8 +222,12 @@ class LocalNodes:
     control_planes: controlplane.LocalClusters
     network: netns.Network
     base_dir: Path | None = None
+    mcsync_image: bool = False
+    """Import mcsync's own image too (built from this checkout's sources when they changed),
+    so that its Helm chart runs on the nodes."""
     nodes: list[Node] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _mcsync_archive: Path | None = None
 
     def __getitem__(self, cluster: str) -> Node:
         for n in self.nodes:
@@ -205,20 +245,41 @@ class LocalNodes:
             rootfs_tar(),
             node_dir() / f"images-{rootfs_tar().stem}-{len(images.IMAGES)}.oci.tar",
         )
-        for cluster, links in zip(self.control_planes.clusters, self.network.nodes, strict=True):
-            node = Node(
-                cluster=cluster,
-                links=links,
-                directory=self.base_dir / cluster.name,
-                cgroup_root=f"/mcsync-{self.network.run_id}-{links.index}",
-            )
-            self.nodes.append(node)
-            await self._start_node(node, archive)
-        await asyncio.gather(*(self._wait_ready(n) for n in self.nodes))
+        # mcsync's image is made (its second layer too, when the sources changed) while the
+        # nodes start, and imported into them while they become Ready.
+        made: asyncio.Task[Path] | None = None
+        if self.mcsync_image:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            made = asyncio.create_task(asyncio.to_thread(ensure_mcsync_image, self.base_dir))
+        try:
+            for cluster, links in zip(
+                self.control_planes.clusters, self.network.nodes, strict=True
+            ):
+                node = Node(
+                    cluster=cluster,
+                    links=links,
+                    directory=self.base_dir / cluster.name,
+                    cgroup_root=f"/mcsync-{self.network.run_id}-{links.index}",
+                )
+                self.nodes.append(node)
+                await self._start_node(node, [archive])
+            waits = [self._wait_ready(n) for n in self.nodes]
+            if made is not None:
+                self._mcsync_archive = await made
+                waits += [self._import(n, self._mcsync_archive) for n in self.nodes]
+            await asyncio.gather(*waits)
+        finally:
+            if made is not None and not made.done():
+                made.cancel()
 
-    async def _start_node(self, node: Node, archive: Path) -> None:
+    async def _import(self, node: Node, archive: Path) -> None:
+        r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
+        if r.returncode != 0:
+            raise ConfigError(f"importing {archive.name} into {node.name} failed: {r.stderr}")
+
+    async def _start_node(self, node: Node, archives: list[Path]) -> None:
         d = node.directory
-        for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "volume-plugins"):
+        for sub in ("containerd", "kubelet", "cni/net.d", "cni/ipam", "volume-plugins", "pod-logs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         self._write_configs(node)
         self._make_cgroups(node)
@@ -231,9 +292,8 @@ class LocalNodes:
         ):
             log = procs.tail(node.log("containerd"))
             raise ConfigError(f"containerd of {node.name} not up:\n{log}")
-        r = await asyncio.to_thread(node.ctr, "images", "import", str(archive), check=False)
-        if r.returncode != 0:
-            raise ConfigError(f"importing the images into {node.name} failed: {r.stderr}")
+        for archive in archives:
+            await self._import(node, archive)
         node.procs["kubelet"] = procs.spawn(
             node.in_netns(
                 str(controlplane.bin_dir() / "kubelet"),
@@ -247,18 +307,38 @@ class LocalNodes:
             node.log("kubelet"),
         )
         # The controllers pods and Services need: EndpointSlices for Services with selectors
-        # (kube-proxy and mcsync's publisher read them). On the host, like the apiserver.
+        # (kube-proxy and mcsync's publisher read them), ServiceAccounts and their CA,
+        # Deployments (a Helm chart's pods), and the node lifecycle, which lifts the not-ready
+        # taint the kubelet registers its Node with (the scheduler respects it). On the host,
+        # like the apiserver.
         node.procs["kube-controller-manager"] = procs.spawn(
             [
                 str(controlplane.bin_dir() / "kube-controller-manager"),
                 f"--kubeconfig={d / 'kubeconfig'}",
-                "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher",
+                "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher,"
+                "deployment,replicaset,nodelifecycle",
                 f"--root-ca-file={node.cluster.ca_file}",
                 "--leader-elect=false",
                 "--secure-port=0",
                 "--v=1",
             ],
             node.log("kube-controller-manager"),
+        )
+        # The scheduler places the pods that do not name their node (a Deployment's) on the
+        # cluster's one node. On the host; its health endpoint on loopback only.
+        node.procs["kube-scheduler"] = procs.spawn(
+            [
+                str(controlplane.bin_dir() / "kube-scheduler"),
+                f"--kubeconfig={d / 'kubeconfig'}",
+                f"--authentication-kubeconfig={d / 'kubeconfig'}",
+                f"--authorization-kubeconfig={d / 'kubeconfig'}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={procs.free_port()}",
+                f"--cert-dir={d / 'kube-scheduler'}",
+                "--v=1",
+            ],
+            node.log("kube-scheduler"),
         )
         # The cluster's DNS, in the node's namespace: pods reach it at the node's address.
         node.procs["coredns"] = procs.spawn(
@@ -360,6 +440,10 @@ state = "{state}"
             "resolvConf": str(d / "resolv.conf"),
             "podCIDR": node.links.pod_cidr,
             "volumePluginDir": str(d / "volume-plugins"),
+            # The node's own: the default /var/log/pods is shared by every kubelet on the host,
+            # and each one's garbage collection removes the logs of pods it does not know (a
+            # pod's log gone before the test read it); it also went with nothing at stop.
+            "podLogsDir": str(d / "pod-logs"),
             "registerNode": True,
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
@@ -443,12 +527,21 @@ state = "{state}"
         for node in reversed(self.nodes):
             self._stop_node(node)
         self.nodes.clear()
+        if self._mcsync_archive is not None:
+            self._mcsync_archive.unlink(missing_ok=True)
+            self._mcsync_archive = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp.name, ignore_errors=True)
             self._tmp = None
 
     def _stop_node(self, node: Node) -> None:
-        for what in ("kube-proxy", "coredns", "kube-controller-manager", "kubelet"):
+        for what in (
+            "kube-proxy",
+            "coredns",
+            "kube-scheduler",
+            "kube-controller-manager",
+            "kubelet",
+        ):
             if what in node.procs:
                 procs.stop(node.procs.pop(what), grace=10.0)
         if "containerd" in node.procs and node.procs["containerd"].poll() is None:

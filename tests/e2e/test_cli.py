@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import kube
-from engine.local import netns, nodes
+from engine.local import controlplane, netns, nodes
 
 pytestmark = pytest.mark.integration
 
@@ -116,16 +116,22 @@ async def test_local_up_with_nodes_gives_each_cluster_a_ready_node_and_leaves_no
 
     namespaces_before, cgroups_before = netns.namespaces(), cgroups()
     d = tmp_path / "local"
-    proc = subprocess.Popen(
-        [*MCSYNC, "local", "up", "--clusters", "2", "--nodes", "--no-mcsync", "--dir", str(d)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    stderr = tmp_path / "stderr"
+
+    def said() -> str:
+        return stderr.read_text(errors="replace")[-4000:]
+
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            [*MCSYNC, "local", "up", "--clusters", "2", "--nodes", "--no-mcsync", "--dir", str(d)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         deadline = time.monotonic() + 240
         while not (d / "ready").exists():
-            assert proc.poll() is None, "local up --nodes exited early"
-            assert time.monotonic() < deadline, "local up --nodes did not get ready"
+            assert proc.poll() is None, f"local up --nodes exited early:\n{said()}"
+            assert time.monotonic() < deadline, f"local up --nodes did not get ready:\n{said()}"
             await asyncio.sleep(0.5)
         for name in ("cluster-1", "cluster-2"):
             api = await kube.load_client(d / f"{name}.kubeconfig")
@@ -141,7 +147,7 @@ async def test_local_up_with_nodes_gives_each_cluster_a_ready_node_and_leaves_no
         assert len(netns.namespaces() - namespaces_before) == 3  # two nodes and their router
         children = _children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(90) == 0
+        assert proc.wait(90) == 0, said()
         await asyncio.sleep(0.5)
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"orphan {pid}"
@@ -151,3 +157,31 @@ async def test_local_up_with_nodes_gives_each_cluster_a_ready_node_and_leaves_no
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_local_up_with_nodes_that_fails_part_way_leaves_no_namespace_behind(
+    tmp_path: Path,
+) -> None:
+    """The network namespaces exist before the control planes start: a kube-apiserver that
+    cannot start makes the command fail, and what it made goes with it."""
+    nodes.ensure_parts()
+    real = controlplane.bin_dir()
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    for b in real.iterdir():
+        (broken / b.name).symlink_to(b)
+    (broken / "kube-apiserver").unlink()
+    (broken / "kube-apiserver").write_text("#!/bin/sh\necho cannot start >&2\nexit 1\n")
+    (broken / "kube-apiserver").chmod(0o755)
+    before = netns.namespaces()
+    d = tmp_path / "local"
+    proc = subprocess.run(
+        [*MCSYNC, "local", "up", "--clusters", "2", "--nodes", "--no-mcsync", "--dir", str(d)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "MCSYNC_K8S_BIN": str(broken)},
+        check=False,
+    )
+    assert proc.returncode != 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert netns.namespaces() - before == set(), proc.stderr[-2000:]

@@ -15,6 +15,7 @@ from engine import identity, jetstream, kube, runner
 from engine.core import events as ev
 from engine.local.natsserver import NatsServer
 from tests.conftest import ClusterSet
+from tests.integration import localnodes
 
 T = TypeVar("T")
 
@@ -31,6 +32,17 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+async def node_clusters(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[localnodes.NodeClusters]:
+    """Two clusters with a real node each, for one module (tests/integration/localnodes.py);
+    with mcsync's image on the nodes when the module sets ``MCSYNC_IMAGE = True``."""
+    mcsync_image = bool(getattr(request.module, "MCSYNC_IMAGE", False))
+    async with localnodes.started(tmp_path_factory.mktemp("nodes"), mcsync_image) as nc:
+        yield nc
 
 
 @pytest.fixture

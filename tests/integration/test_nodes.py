@@ -4,20 +4,15 @@ Services through kube-proxy, and reach a Service exported from another cluster b
 
 Two clusters, each with one node in a network namespace of its own (containerd, runc, the
 kubelet, kube-proxy, CoreDNS, the CNI bridge) and an endpointslice controller, started once for
-this module and torn down after it; the teardown itself is checked (no namespace, link,
-process, mount or cgroup left behind).
+this module and torn down after it (tests/integration/localnodes.py); the teardown itself is
+checked (no namespace, link, process, mount or cgroup left behind).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,180 +21,20 @@ from kubernetes_asyncio.stream import WsApiClient
 
 from engine import identity, kube, runner
 from engine.core import plan
-from engine.local import controlplane, images, netns, nodes
 from engine.local.natsserver import NatsServer
+from tests.integration.localnodes import (
+    CLUSTERS,
+    NodeClusters,
+    connect_pod,
+    export,
+    fresh_namespace,
+    run_pod,
+    service,
+    socat_server,
+    until,
+)
 
 pytestmark = pytest.mark.integration
-
-PODS = kube.Resource("", "v1", "pods", "Pod")
-SERVICE_ACCOUNTS = kube.Resource("", "v1", "serviceaccounts", "ServiceAccount")
-CLUSTERS = ["cluster-1", "cluster-2"]
-
-
-@dataclass
-class NodeClusters:
-    network: netns.Network
-    control_planes: controlplane.LocalClusters
-    nodes: nodes.LocalNodes
-    kubes: dict[str, kube.Kube] = field(default_factory=dict)
-
-
-def _leftovers(run_id: str, base: Path, cgroup_roots: list[str]) -> list[str]:
-    """What a run left behind: namespaces, host links, mounts, cgroups, shim processes."""
-    left = [f"netns {n}" for n in netns.namespaces() if run_id in n]
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    left += [
-        f"link {line.split(':')[1].strip()}" for line in links.stdout.splitlines() if run_id in line
-    ]
-    mounts = Path("/proc/self/mountinfo").read_text()
-    left += [f"mount {line.split()[4]}" for line in mounts.splitlines() if str(base) in line]
-    for h in nodes.cgroup_hierarchies(unified=True):
-        left += [
-            f"cgroup {h / r.lstrip('/')}" for r in cgroup_roots if (h / r.lstrip("/")).exists()
-        ]
-    for pid in Path("/proc").iterdir():
-        if pid.name.isdigit():
-            try:
-                cmd = (pid / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(base).encode() in cmd:
-                left.append(f"process {pid.name} {cmd[:80]!r}")
-    return left
-
-
-@pytest.fixture(scope="module")
-async def node_clusters(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NodeClusters]:
-    net = netns.Network(len(CLUSTERS))
-    await asyncio.to_thread(net.create)
-    base = tmp_path_factory.mktemp("nodes")
-    lc = controlplane.LocalClusters(
-        CLUSTERS,
-        bind_addresses=[n.host_ip for n in net.nodes],
-        kubeconfig_dir=base / "kubeconfigs",
-    )
-    ln = nodes.LocalNodes(lc, net, base_dir=base / "nodes")
-    nc = NodeClusters(net, lc, ln)
-    cgroup_roots: list[str] = []
-    try:
-        await lc.start()
-        await ln.start()
-        cgroup_roots = [n.cgroup_root for n in ln.nodes]
-        for c in lc.clusters:
-            k = kube.Kube(await kube.load_client(c.kubeconfig_path), "mcsync-tests")
-            nc.kubes[c.name] = k
-            await kube.install_crds(k)
-            await k.create(kube.NAMESPACES, {"metadata": {"name": "mcsync-system"}})
-        yield nc
-    finally:
-        for k in nc.kubes.values():
-            await k.api.close()
-        ln.stop()
-        lc.stop()
-        net.destroy()
-    assert _leftovers(net.run_id, base / "nodes", cgroup_roots) == []
-
-
-async def _until(probe: Any, timeout: float = 90.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"not within {timeout}s; last: {last!r}")
-
-
-def _pod(ns: str, name: str, node: str, image: str, args: list[str], **spec: Any) -> kube.Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-        "spec": {
-            "nodeName": node,
-            "terminationGracePeriodSeconds": 0,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": image,
-                    "args": args,
-                    "env": [
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-                    ],
-                }
-            ],
-            **spec,
-        },
-    }
-
-
-async def _phase(k: kube.Kube, ns: str, name: str, *phases: str) -> kube.Obj | None:
-    pod = await k.get(PODS, ns, name)
-    if pod and pod.get("status", {}).get("phase") in phases:
-        return pod
-    return None
-
-
-async def _wait_phase(k: kube.Kube, ns: str, name: str, *phases: str) -> kube.Obj:
-    try:
-        pod: kube.Obj = await _until(lambda: _phase(k, ns, name, *phases))
-    except AssertionError:
-        pod = await k.get(PODS, ns, name) or {}
-        raise AssertionError(f"pod {ns}/{name} not {phases}: {pod.get('status')}") from None
-    return pod
-
-
-async def _namespace(nc: NodeClusters) -> str:
-    """A fresh namespace in both clusters, once its ``default`` ServiceAccount exists (pods
-    need it)."""
-    ns = f"t-{uuid.uuid4().hex[:10]}"
-    for k in nc.kubes.values():
-        await k.create(kube.NAMESPACES, {"metadata": {"name": ns}})
-    for k in nc.kubes.values():
-        await _until(lambda k=k: k.get(SERVICE_ACCOUNTS, ns, "default"), timeout=30, interval=0.2)
-    return ns
-
-
-async def _server(
-    nc: NodeClusters, cluster: str, ns: str, name: str = "server", app: str = "", **spec: Any
-) -> str:
-    """A socat pod that answers on TCP and UDP port 42 with its pod IP (as the conformance
-    suite's server does); its IP. Labelled ``app: <app or name>``."""
-    node = nc.nodes[cluster]
-    k = nc.kubes[cluster]
-    pod = _pod(ns, name, node.name, images.SERVER, [], **spec)
-    pod["metadata"]["labels"] = {"app": app or name}
-    pod["spec"]["containers"][0]["command"] = [
-        "sh",
-        "-c",
-        "socat UDP-LISTEN:42,fork,reuseaddr 'SYSTEM:echo $POD_IP' & "
-        "exec socat TCP-LISTEN:42,fork,reuseaddr 'SYSTEM:echo $POD_IP'",
-    ]
-    await k.create(PODS, pod)
-    pod = await _wait_phase(k, ns, name, "Running")
-    ip = str(pod["status"]["podIP"])
-    assert ipaddress.ip_address(ip) in ipaddress.ip_network(node.links.pod_cidr)
-    return ip
-
-
-async def _connect(nc: NodeClusters, cluster: str, ns: str, name: str, target: str) -> str:
-    """Run a client pod in ``cluster`` that connects to ``target`` port 42; what it read."""
-    return await _run(nc, cluster, ns, name, f"nc -w 5 {target} 42 </dev/null")
-
-
-async def _run(nc: NodeClusters, cluster: str, ns: str, name: str, script: str) -> str:
-    """Run ``script`` in a client pod on ``cluster``'s node to completion; its output."""
-    node = nc.nodes[cluster]
-    k = nc.kubes[cluster]
-    pod = _pod(ns, name, node.name, images.CLIENT, [], restartPolicy="Never")
-    pod["spec"]["containers"][0]["command"] = ["sh", "-c", script]
-    await k.create(PODS, pod)
-    done = await _wait_phase(k, ns, name, "Succeeded", "Failed")
-    status, text = await k.probe(f"/api/v1/namespaces/{ns}/pods/{name}/log")
-    assert status == 200, text
-    assert done["status"]["phase"] == "Succeeded", text
-    return text.strip()
 
 
 async def test_each_cluster_has_a_ready_node_of_its_own(node_clusters: NodeClusters) -> None:
@@ -214,20 +49,20 @@ async def test_each_cluster_has_a_ready_node_of_its_own(node_clusters: NodeClust
 async def test_a_pod_reaches_a_pod_of_the_other_cluster_by_ip_over_tcp(
     node_clusters: NodeClusters,
 ) -> None:
-    ns = await _namespace(node_clusters)
-    ip1 = await _server(node_clusters, "cluster-1", ns)
-    ip2 = await _server(node_clusters, "cluster-2", ns)
-    assert await _connect(node_clusters, "cluster-2", ns, "client", ip1) == ip1
-    assert await _connect(node_clusters, "cluster-1", ns, "client", ip2) == ip2
+    ns = await fresh_namespace(node_clusters)
+    ip1 = await socat_server(node_clusters, "cluster-1", ns)
+    ip2 = await socat_server(node_clusters, "cluster-2", ns)
+    assert await connect_pod(node_clusters, "cluster-2", ns, "client", ip1) == ip1
+    assert await connect_pod(node_clusters, "cluster-1", ns, "client", ip2) == ip2
 
 
 async def test_a_command_runs_in_a_pod_through_the_exec_subresource(
     node_clusters: NodeClusters,
 ) -> None:
     """pods/exec goes apiserver -> kubelet -> containerd's stream server and back."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     for cluster in CLUSTERS:
-        ip = await _server(node_clusters, cluster, ns)
+        ip = await socat_server(node_clusters, cluster, ns)
         k = node_clusters.kubes[cluster]
         async with WsApiClient(configuration=k.api.configuration) as ws:
             out = await client.CoreV1Api(ws).connect_get_namespaced_pod_exec(
@@ -250,9 +85,9 @@ async def test_a_pod_reaches_its_apiserver_with_in_cluster_configuration(
 ) -> None:
     """What mcsync needs to run as a pod: the ``kubernetes`` Service through kube-proxy to the
     apiserver on the host, its name in DNS, a ServiceAccount token and the cluster's CA."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     sa = "/var/run/secrets/kubernetes.io/serviceaccount"
-    out = await _run(
+    out = await run_pod(
         node_clusters,
         "cluster-1",
         ns,
@@ -266,41 +101,17 @@ async def test_a_pod_reaches_its_apiserver_with_in_cluster_configuration(
     assert out == f"403 system:serviceaccount:{ns}:default", out
 
 
-def _service(ns: str, name: str, app: str, **spec: Any) -> kube.Obj:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {
-            "selector": {"app": app},
-            "ports": [
-                {"name": "tcp", "port": 42, "protocol": "TCP"},
-                {"name": "udp", "port": 42, "protocol": "UDP"},
-            ],
-            **spec,
-        },
-    }
-
-
-def _export(ns: str, name: str) -> kube.Obj:
-    return {
-        "apiVersion": kube.SERVICE_EXPORTS.api_version,
-        "kind": "ServiceExport",
-        "metadata": {"name": name, "namespace": ns},
-    }
-
-
 async def test_kube_proxy_programs_a_services_cluster_ip_over_tcp_and_udp(
     node_clusters: NodeClusters,
 ) -> None:
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     k = node_clusters.kubes["cluster-1"]
-    server_ip = await _server(node_clusters, "cluster-1", ns)
-    svc = await k.create(kube.SERVICES, _service(ns, "hello", "server"))
+    server_ip = await socat_server(node_clusters, "cluster-1", ns)
+    svc = await k.create(kube.SERVICES, service(ns, "hello", "server"))
     vip = svc["spec"]["clusterIP"]
     # The controller manager's endpointslice controller fills the Service's slice.
-    await _until(lambda: _slice_has(k, ns, "hello", server_ip), timeout=60)
-    out = await _run(
+    await until(lambda: _slice_has(k, ns, "hello", server_ip), timeout=60)
+    out = await run_pod(
         node_clusters,
         "cluster-1",
         ns,
@@ -348,11 +159,11 @@ async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_cluste
     """The conformance suite's connectivity case: a pod in cluster-2 resolves
     ``hello.<ns>.svc.clusterset.local`` to the ServiceImport's IP and reaches the pod behind
     cluster-1's exported Service over TCP and UDP; ``cluster.local`` does not know the name."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
-    server_ip = await _server(node_clusters, "cluster-1", ns)
-    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
-    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    server_ip = await socat_server(node_clusters, "cluster-1", ns)
+    await one.create(kube.SERVICES, service(ns, "hello", "server"))
+    await one.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
 
     async def imported() -> str | None:
         imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
@@ -365,9 +176,9 @@ async def test_a_pod_reaches_a_service_exported_by_another_cluster_by_its_cluste
         found = any(server_ip in e["addresses"] for s in items for e in s.get("endpoints") or [])
         return str(ips[0]) if found else None
 
-    vip = await _until(imported, timeout=60)
+    vip = await until(imported, timeout=60)
     name = f"hello.{ns}.svc.clusterset.local"
-    out = await _run(
+    out = await run_pod(
         node_clusters,
         "cluster-2",
         ns,
@@ -391,23 +202,23 @@ async def test_a_service_that_is_not_exported_has_no_clusterset_name(
 ) -> None:
     """Only exported Services get a ``clusterset.local`` name; a local Service of the same name
     as an import keeps its own ``cluster.local`` name and IP."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
-    await _server(node_clusters, "cluster-1", ns)
-    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
-    await one.create(kube.SERVICES, _service(ns, "hidden", "server"))
-    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
-    local = await two.create(kube.SERVICES, _service(ns, "hello", "server"))
+    await socat_server(node_clusters, "cluster-1", ns)
+    await one.create(kube.SERVICES, service(ns, "hello", "server"))
+    await one.create(kube.SERVICES, service(ns, "hidden", "server"))
+    await one.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
+    local = await two.create(kube.SERVICES, service(ns, "hello", "server"))
 
     async def imported() -> str | None:
         imp = await two.get(kube.SERVICE_IMPORTS, ns, "hello")
         ips = (imp or {}).get("spec", {}).get("ips") or []
         return str(ips[0]) if ips else None
 
-    vip = await _until(imported, timeout=60)
+    vip = await until(imported, timeout=60)
     assert vip != local["spec"]["clusterIP"]
     zone = f"{ns}.svc.clusterset.local"
-    out = await _run(
+    out = await run_pod(
         node_clusters,
         "cluster-2",
         ns,
@@ -431,16 +242,16 @@ async def test_a_headless_service_exported_from_both_clusters_resolves_to_every_
     """Headless: the clusterset name has an A record per ready endpoint of every exporting
     cluster, ``<hostname>.<clusterid>.<svc>.<ns>.svc.clusterset.local`` names each, and SRV
     records list them by port."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     ips = {}
     for cluster, host in (("cluster-1", "a"), ("cluster-2", "b")):
         k = node_clusters.kubes[cluster]
-        ips[host] = await _server(
+        ips[host] = await socat_server(
             node_clusters, cluster, ns, name=f"web-{host}", app="web", hostname=host,
             subdomain="web",
         )  # fmt: skip
-        await k.create(kube.SERVICES, _service(ns, "web", "web", clusterIP="None"))
-        await k.create(kube.SERVICE_EXPORTS, _export(ns, "web"))
+        await k.create(kube.SERVICES, service(ns, "web", "web", clusterIP="None"))
+        await k.create(kube.SERVICE_EXPORTS, export(ns, "web"))
     two = node_clusters.kubes["cluster-2"]
 
     async def both_imported() -> bool:
@@ -450,9 +261,9 @@ async def test_a_headless_service_exported_from_both_clusters_resolves_to_every_
         hosts = {e.get("hostname") for s in items for e in s.get("endpoints") or []}
         return hosts == {"a", "b"}
 
-    await _until(both_imported, timeout=60)
+    await until(both_imported, timeout=60)
     zone = f"web.{ns}.svc.clusterset.local"
-    out = await _run(
+    out = await run_pod(
         node_clusters,
         "cluster-2",
         ns,
@@ -507,7 +318,7 @@ async def _settle(nc: NodeClusters, cluster: str, ns: str, ports: int, ips: set[
         return bool(st["ips"]) and len(st["ports"]) == ports and got == ips and conflict
 
     try:
-        await _until(settled, timeout=60)
+        await until(settled, timeout=60)
     except AssertionError:
         st = await _mcs_state(nc, cluster, ns)
         raise AssertionError(f"{cluster}: import not settled: {st}") from None
@@ -530,20 +341,20 @@ async def test_a_port_of_the_same_name_but_another_number_routes_only_to_the_win
     """Conformance's StrictPortConflict case: cluster-2 exports port ``tcp`` as 4242 (to the
     same container port), cluster-1's older export has it as 42: the import has port 42, and
     connections to it reach cluster-1's pod every time, from both clusters."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
-    ip1 = await _server(node_clusters, "cluster-1", ns)
-    ip2 = await _server(node_clusters, "cluster-2", ns)
-    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
-    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    ip1 = await socat_server(node_clusters, "cluster-1", ns)
+    ip2 = await socat_server(node_clusters, "cluster-2", ns)
+    await one.create(kube.SERVICES, service(ns, "hello", "server"))
+    await one.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
     port = {"name": "tcp", "port": 4242, "targetPort": 42, "protocol": "TCP"}
-    await two.create(kube.SERVICES, _service(ns, "hello", "server", ports=[port]))
-    await two.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    await two.create(kube.SERVICES, service(ns, "hello", "server", ports=[port]))
+    await two.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
     name = f"hello.{ns}.svc.clusterset.local"
     for cluster in CLUSTERS:
         # cluster-2's slice is there too, without the port it does not serve as 42.
         await _settle(node_clusters, cluster, ns, 2, {ip1, ip2})
-        out = await _run(node_clusters, cluster, ns, f"client-{cluster}", _ten_times(name, 42))
+        out = await run_pod(node_clusters, cluster, ns, f"client-{cluster}", _ten_times(name, 42))
         assert out.splitlines() == [ip1] * 10, out
 
 
@@ -552,18 +363,18 @@ async def test_a_port_of_another_name_routes_each_port_only_to_the_cluster_expos
 ) -> None:
     """Conformance's other StrictPortConflict case: cluster-2's port is ``tcp2`` 4242: the
     import has both ports; 42 reaches only cluster-1's pod, 4242 only cluster-2's."""
-    ns = await _namespace(node_clusters)
+    ns = await fresh_namespace(node_clusters)
     one, two = node_clusters.kubes["cluster-1"], node_clusters.kubes["cluster-2"]
-    ip1 = await _server(node_clusters, "cluster-1", ns)
-    ip2 = await _server(node_clusters, "cluster-2", ns)
-    await one.create(kube.SERVICES, _service(ns, "hello", "server"))
-    await one.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    ip1 = await socat_server(node_clusters, "cluster-1", ns)
+    ip2 = await socat_server(node_clusters, "cluster-2", ns)
+    await one.create(kube.SERVICES, service(ns, "hello", "server"))
+    await one.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
     port = {"name": "tcp2", "port": 4242, "targetPort": 42, "protocol": "TCP"}
-    await two.create(kube.SERVICES, _service(ns, "hello", "server", ports=[port]))
-    await two.create(kube.SERVICE_EXPORTS, _export(ns, "hello"))
+    await two.create(kube.SERVICES, service(ns, "hello", "server", ports=[port]))
+    await two.create(kube.SERVICE_EXPORTS, export(ns, "hello"))
     await _settle(node_clusters, "cluster-2", ns, 3, {ip1, ip2})
     name = f"hello.{ns}.svc.clusterset.local"
-    out = await _run(
+    out = await run_pod(
         node_clusters,
         "cluster-2",
         ns,

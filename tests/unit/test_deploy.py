@@ -23,7 +23,7 @@ import yaml
 
 from engine import jetstream, natsconfig
 from engine.core import subjects
-from engine.local import controlplane
+from engine.local import controlplane, images
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -476,13 +476,47 @@ def test_the_image_installs_what_the_lock_pins_and_runs_as_a_non_root_user() -> 
     # The base is pinned by digest: an official Python 3.11 slim image, one build of it.
     assert re.search(r"(?m)^ARG BASE=python:3\.11(\.\d+)?-slim(-\w+)?@sha256:[0-9a-f]{64}$", text)
     assert re.search(r"(?m)^FROM \$\{BASE\}$", text)
-    # Reproducible: the dependencies come from uv.lock (frozen), without the dev group.
+    # Reproducible: the dependencies come from uv.lock (frozen), without the dev group, by the
+    # install script the Dockerfile runs (the local image build runs it too).
     assert re.search(r"COPY pyproject\.toml uv\.lock", text)
-    assert re.search(r"uv sync --frozen --no-dev --no-editable", text)
-    assert "pip install ." not in text
+    assert re.search(r"(?m)^COPY deploy/image/install\.sh ", text)
+    assert re.search(r"(?m)^RUN sh deploy/image/install\.sh deps$", text)
+    assert re.search(r"(?m)^RUN sh deploy/image/install\.sh project ", text)
+    script = (DEPLOY / "image" / "install.sh").read_text()
+    assert re.search(r"uv sync --frozen --no-dev --no-editable", script)
+    assert "pip install ." not in text + script
     (user,) = re.findall(r"(?m)^USER (\S+)$", text)
     assert user.split(":")[0].isdigit() and user.split(":")[0] != "0"
+    uid = user.split(":")[0]
+    assert f"--uid {uid} " in script and f"--gid {user.split(':')[1]} " in script
     assert re.search(r'(?m)^ENTRYPOINT \["mcsync"\]$', text)
+
+
+def test_the_local_image_has_the_dockerfiles_user_entrypoint_and_environment() -> None:
+    """engine/local/images.py writes the OCI config of the locally built image: it says what
+    the Dockerfile says."""
+    text = (ROOT / "Dockerfile").read_text()
+    (user,) = re.findall(r"(?m)^USER (\S+)$", text)
+    assert images.MCSYNC.user == user
+    assert list(images.MCSYNC.entrypoint) == ["mcsync"]
+    assert list(images.MCSYNC.cmd) == ["--help"]
+    for var in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"):
+        assert var in text and var in images.MCSYNC.env
+    assert any(e.startswith("PATH=/opt/mcsync/bin:") for e in images.MCSYNC.env)
+    # The chart's default image, as the CRI names it.
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert images.MCSYNC.name == f"docker.io/library/{values['image']['repository']}:" + str(
+        values["image"]["tag"]
+    )
+
+
+def test_the_build_script_and_images_name_the_mcsync_image_by_the_same_hash() -> None:
+    script = ROOT / "engine" / "local" / "scripts" / "build-control-plane.sh"
+    out = subprocess.run(
+        ["bash", str(script), "--mcsync-image-path"], capture_output=True, text=True, check=True
+    )
+    names = tuple(Path(line).name for line in out.stdout.split())
+    assert names == images.mcsync_layer_names(ROOT)
 
 
 # --- the NATS configs ------------------------------------------------------------------------

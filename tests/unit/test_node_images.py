@@ -87,3 +87,44 @@ def test_the_rootfs_is_named_by_its_suite_and_packages_as_the_build_script_names
     assert f"rootfs_packages={images.ROOTFS_PACKAGES}\n" in script
     digest = hashlib.sha256(f"{images.ROOTFS_SUITE} {images.ROOTFS_PACKAGES}".encode()).hexdigest()
     assert images.rootfs_name() == f"rootfs-{images.ROOTFS_SUITE}-{digest[:12]}.tar"
+
+
+def test_mcsyncs_image_has_its_two_layers_in_order_and_the_dockerfiles_config(
+    tmp_path: Path,
+) -> None:
+    base = _rootfs(tmp_path)
+    second = tmp_path / "layer.tar"
+    with tarfile.open(second, "w") as tar:
+        info = tarfile.TarInfo("opt/mcsync/bin/mcsync")
+        info.size = 0
+        tar.addfile(info, io.BytesIO(b""))
+    files = _read(images.oci_archive([base, second], tmp_path / "m.oci.tar", (images.MCSYNC,)))
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (base, second)]
+    (desc,) = json.loads(files["index.json"])["manifests"]
+    assert desc["annotations"]["io.containerd.image.name"] == "docker.io/library/mcsync:0.1.0"
+    manifest = json.loads(files[f"blobs/sha256/{desc['digest'][7:]}"])
+    assert [layer["digest"] for layer in manifest["layers"]] == [f"sha256:{d}" for d in digests]
+    config = json.loads(files[f"blobs/sha256/{manifest['config']['digest'][7:]}"])
+    assert config["rootfs"]["diff_ids"] == [f"sha256:{d}" for d in digests]
+    assert config["config"]["User"] == "10001:10001"
+    assert config["config"]["Entrypoint"] == ["mcsync"]
+    assert config["config"]["WorkingDir"] == "/"
+    assert "PATH=/opt/mcsync/bin:" in config["config"]["Env"][-1]
+
+
+def test_the_mcsync_image_is_named_again_when_a_source_changes(tmp_path: Path) -> None:
+    for name in images.MCSYNC_IMAGE_INPUTS:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        if "." in Path(name).name:
+            (tmp_path / name).write_text(name)
+        else:
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "a.py").write_text("x = 1\n")
+    base, layer = images.mcsync_layer_names(tmp_path)
+    (tmp_path / "engine" / "a.py").write_text("x = 2\n")
+    (tmp_path / "engine" / "__pycache__").mkdir()
+    (tmp_path / "engine" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    base2, layer2 = images.mcsync_layer_names(tmp_path)
+    assert base2 == base and layer2 != layer
+    (tmp_path / "uv.lock").write_text("changed")
+    assert images.mcsync_layer_names(tmp_path)[0] != base

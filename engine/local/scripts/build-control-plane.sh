@@ -6,13 +6,24 @@
 #   build-control-plane.sh                        kube-apiserver etcd (what the demo needs)
 #   build-control-plane.sh kube-apiserver etcd helm               (what the tests need)
 #   build-control-plane.sh kube-controller-manager                 (controllers, when a test asks)
-#   build-control-plane.sh kubelet kube-proxy cni-plugins coredns node-rootfs      (local nodes)
+#   build-control-plane.sh kubelet kube-proxy kube-scheduler cni-plugins coredns node-rootfs
+#                                                                                  (local nodes)
+#   build-control-plane.sh mcsync-image                  (mcsync's image, for its chart on nodes)
 #
 # The node parts that are not Kubernetes commands have versions of their own, so they live beside
 # the versioned bin directory rather than in it: cni-plugins (bridge, host-local, loopback,
 # portmap) in node/cni-plugins-<version>/, coredns in node/coredns-<version>/, and node-rootfs (a
 # Debian root filesystem made by mmdebstrap, the one layer of the test images) as
-# node/rootfs-<suite>-<hash of its package list>.tar.
+# node/rootfs-<suite>-<hash of its package list>.tar. mcsync-image is mcsync's own image made
+# the Dockerfile's way, without docker, in two layers like the Dockerfile's: a Debian root
+# filesystem with python3 (3.11, as the Dockerfile's python:3.11 base) in which
+# deploy/image/install.sh, the script the Dockerfile runs, installs the dependencies with
+# chroot (node/mcsync-base-<suite>-<hash>.tar, by the hash of the package list, the lock,
+# pyproject.toml, README.md and the install script), and the files that the script's second
+# phase adds to it when it installs mcsync itself from this checkout's sources
+# (node/mcsync-layer-<suite>-<hash>.tar, by the hash of all that and the package sources).
+# A change to the sources makes a new layer only. `build-control-plane.sh --mcsync-image-path`
+# prints both paths and builds nothing.
 #
 # Each step prints one line with its elapsed time and an estimate; the tools' own output goes to
 # a log file, whose path and last lines are printed when a step fails. The bin directory is the
@@ -42,14 +53,36 @@ rootfs_suite=bookworm
 rootfs_packages=socat,netcat-openbsd,dnsutils,iproute2,procps,curl,ca-certificates
 rootfs_hash=$(printf '%s %s' "$rootfs_suite" "$rootfs_packages" | sha256sum | cut -c1-12)
 rootfs_tar="$node_dir/rootfs-$rootfs_suite-$rootfs_hash.tar"
+# mcsync's image: keep image_packages and the hash's inputs in step with MCSYNC_IMAGE_PACKAGES
+# and mcsync_image_inputs() in engine/local/images.py, which finds the tar by the same hash.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+image_packages=python3,python3-venv,ca-certificates,passwd
+base_inputs=(pyproject.toml uv.lock README.md deploy/image/install.sh)
+image_inputs=("${base_inputs[@]}" engine publishers subscribers deploy/crds)
+image_hash() {
+  # sha256 of "<suite> <packages>\n" followed by `sha256sum` lines of every input file (of the
+  # paths given), sorted.
+  {
+    printf '%s %s\n' "$rootfs_suite" "$image_packages"
+    (cd "$repo" && find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
+      | LC_ALL=C sort | xargs -d '\n' sha256sum)
+  } | sha256sum | cut -c1-12
+}
+image_base="$node_dir/mcsync-base-$rootfs_suite-$(image_hash "${base_inputs[@]}").tar"
+image_layer="$node_dir/mcsync-layer-$rootfs_suite-$(image_hash "${image_inputs[@]}").tar"
+if [[ ${1:-} == --mcsync-image-path ]]; then
+  echo "$image_base"
+  echo "$image_layer"
+  exit 0
+fi
 
 wanted=("$@")
 [[ ${#wanted[@]} -gt 0 ]] || wanted=(kube-apiserver etcd)
 for w in "${wanted[@]}"; do
   case "$w" in
     kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy | etcd | helm) ;;
-    cni-plugins | coredns | node-rootfs) ;;
-    *) echo "error: unknown part '$w' (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, cni-plugins, coredns, node-rootfs)" >&2; exit 2 ;;
+    cni-plugins | coredns | node-rootfs | mcsync-image) ;;
+    *) echo "error: unknown part '$w' (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, cni-plugins, coredns, node-rootfs, mcsync-image)" >&2; exit 2 ;;
   esac
 done
 
@@ -59,6 +92,7 @@ built() {
     cni-plugins) for p in "${cni_plugins[@]}"; do [[ -x "$cni_dir/$p" ]] || return 1; done ;;
     coredns) [[ -x "$coredns_dir/coredns" ]] ;;
     node-rootfs) [[ -s "$rootfs_tar" ]] ;;
+    mcsync-image) [[ -s "$image_base" && -s "$image_layer" ]] ;;
     *) [[ -x "$bin/$1" ]] ;;
   esac
 }
@@ -71,9 +105,19 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 fi
 
 needs_go=0
-for w in "${missing[@]}"; do [[ $w == node-rootfs ]] || needs_go=1; done
-if [[ " ${missing[*]} " == *" node-rootfs "* ]] && ! command -v mmdebstrap >/dev/null 2>&1; then
-  echo "error: the node root filesystem is made with mmdebstrap (Debian package mmdebstrap); none was found." >&2
+needs_mmdebstrap=0
+for w in "${missing[@]}"; do
+  case "$w" in
+    node-rootfs | mcsync-image) needs_mmdebstrap=1 ;;
+    *) needs_go=1 ;;
+  esac
+done
+if [[ $needs_mmdebstrap == 1 ]] && ! command -v mmdebstrap >/dev/null 2>&1; then
+  echo "error: the node root filesystem and mcsync's image are made with mmdebstrap (Debian package mmdebstrap); none was found." >&2
+  exit 3
+fi
+if [[ " ${missing[*]} " == *" mcsync-image "* ]] && { [[ $(id -u) -ne 0 ]] || [[ ! -f "$repo/uv.lock" ]]; }; then
+  echo "error: mcsync's image is built as root (chroot) from a checkout of the repository (uv.lock at $repo)." >&2
   exit 3
 fi
 if [[ $needs_go == 1 ]] && ! command -v go >/dev/null 2>&1; then
@@ -85,7 +129,7 @@ fi
 mkdir -p "$bin" "$node_dir" "$cache_root/logs"
 logfile="$cache_root/logs/build-$(date -u +%Y%m%dT%H%M%SZ).log"
 work=$(mktemp -d "$out/work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf --one-file-system "$work"' EXIT
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
 total_start=$SECONDS
 
@@ -250,6 +294,83 @@ rootfs_build() {
   mv "$work/rootfs.tar" "$rootfs_tar"
 }
 
+# The install script runs with a clean environment, trusting the CA bundle the building machine
+# trusts (SSL_CERT_FILE, else Debian's bundle: a TLS-inspecting proxy's CA included), which is
+# removed afterwards.
+image_env=(PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+  SSL_CERT_FILE=/tmp/build-ca.crt PIP_CERT=/tmp/build-ca.crt)
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  [[ -z ${!v:-} ]] || image_env+=("$v=${!v}")
+done
+build_ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+
+image_sources() {
+  # The files of the given inputs (no bytecode) copied to $1, as the Dockerfile's COPY does.
+  local dest=$1
+  shift
+  mkdir -p "$dest"
+  (cd "$repo" && find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+    | tar --null -T - -cf -) | tar -C "$dest" -xf -
+}
+
+image_base_build() {
+  # The Dockerfile's first RUN in a Debian root: the dependencies from the lock, and the user.
+  # mmdebstrap mounts /proc, /dev and /sys for its hooks and gives the root the host's
+  # resolv.conf while it builds; uv fetches the wheels from PyPI.
+  local src="$work/base-src"
+  image_sources "$src" "${base_inputs[@]}"
+  mmdebstrap --variant=minbase --include="$image_packages" \
+    --aptopt='Acquire::Retries "3"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+    --customize-hook="cp -a '$src' \"\$1/src\" && cp '$build_ca' \"\$1/tmp/build-ca.crt\"" \
+    --customize-hook="chroot \"\$1\" env -i ${image_env[*]} sh -c 'cd /src && sh deploy/image/install.sh deps'" \
+    --customize-hook='rm -rf "$1/src" "$1/tmp/build-ca.crt" "$1/root/.cache" "$1/var/lib/apt/lists"/* "$1/var/cache/apt"/*.bin' \
+    "$rootfs_suite" "$work/mcsync-base.tar" http://deb.debian.org/debian
+  mv "$work/mcsync-base.tar" "$image_base"
+}
+
+image_listing() {
+  # Every entry of the root but the mounted and scratch directories, with what changes when
+  # it is written (inode, size, mtime, mode), sorted.
+  (cd "$1" && find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./tmp -o -path ./src \) \
+    -prune -o -printf '%p\t%i %s %T@ %m %U %G\n' | LC_ALL=C sort)
+}
+
+image_layer_build() {
+  # The Dockerfile's second RUN: the base unpacked, the sources copied in, the script's project
+  # phase run with chroot (/proc and /dev mounted, the host's resolv.conf while it runs),
+  # then the entries it added or changed, as a tar: the image's second layer.
+  local root="$work/image-root" rc=0
+  mkdir -p "$root"
+  tar -C "$root" -xpf "$image_base"
+  image_listing "$root" >"$work/before"
+  image_sources "$root/src" "${image_inputs[@]}"
+  cp "$build_ca" "$root/tmp/build-ca.crt"
+  [[ ! -e "$root/etc/resolv.conf" && ! -L "$root/etc/resolv.conf" ]] || mv "$root/etc/resolv.conf" "$work/resolv.conf.image"
+  cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+  # The mounts in a mount namespace of the chroot's own: they go when it ends, however it ends.
+  unshare --mount --propagation private -- bash -c '
+    root=$1; shift
+    mount -t proc proc "$root/proc" && mount --bind /dev "$root/dev" &&
+      exec chroot "$root" env -i "$@" sh -c "cd /src && sh deploy/image/install.sh project"
+  ' _ "$root" "${image_env[@]}" || rc=$?
+  rm -f "$root/etc/resolv.conf"
+  [[ ! -e "$work/resolv.conf.image" && ! -L "$work/resolv.conf.image" ]] || mv "$work/resolv.conf.image" "$root/etc/resolv.conf"
+  [[ $rc -eq 0 ]] || return "$rc"
+  image_listing "$root" >"$work/after"
+  # Removed entries would need whiteouts; the project phase only adds.
+  if [[ -n $(comm -23 <(cut -f1 "$work/before") <(cut -f1 "$work/after")) ]]; then
+    echo "the project phase removed files from the base:"
+    comm -23 <(cut -f1 "$work/before") <(cut -f1 "$work/after") | head
+    return 6
+  fi
+  comm -13 "$work/before" "$work/after" | cut -f1 >"$work/changed"
+  tar -C "$root" --no-recursion -cf "$work/mcsync-layer.tar" -T "$work/changed"
+  echo "the layer holds $(wc -l <"$work/changed") entries"
+  mv "$work/mcsync-layer.tar" "$image_layer"
+}
+
 kube_cmds=()
 for w in "${missing[@]}"; do
   [[ $w == kube* ]] && kube_cmds+=("$w")
@@ -275,6 +396,12 @@ if [[ " ${missing[*]} " == *" coredns "* ]]; then
 fi
 if [[ " ${missing[*]} " == *" node-rootfs "* ]]; then
   step "node root filesystem (Debian $rootfs_suite, mmdebstrap)" "1-3 min" rootfs_build
+fi
+if [[ " ${missing[*]} " == *" mcsync-image "* ]]; then
+  if [[ ! -s "$image_base" ]]; then
+    step "mcsync image, its base (Debian $rootfs_suite, mmdebstrap, install.sh deps)" "2-3 min" image_base_build
+  fi
+  step "mcsync image, mcsync itself (install.sh project)" "under 1 min" image_layer_build
 fi
 echo "==> built ${missing[*]} in $((SECONDS - total_start)) s into $bin" >&2
 echo "$bin"
