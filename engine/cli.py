@@ -152,6 +152,7 @@ def local_up(
             console.print(f"  nats:        {stack.nats.url}  ({directory}/nats.url)")
             for name in stack.names:
                 console.print(f"  {name}:  kubeconfig {directory}/{name}.kubeconfig")
+            console.print(f"  all:         {directory}/kubeconfig (a context per cluster)")
             if stack.local_nodes is not None:
                 for node in stack.local_nodes.nodes:
                     console.print(

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import yaml
+
 from engine import identity, kube, runner
 from engine.local import controlplane, netns, nodes
 from engine.local.natsserver import NatsServer
@@ -81,6 +83,12 @@ class LocalStack:
         nats_start = asyncio.create_task(self.nats.__aenter__())
         await self.control_planes.start()
         await nats_start
+        if self.directory is not None:
+            merged = self.directory / "kubeconfig"
+            merged.write_text(
+                yaml.safe_dump(self.control_planes.merged_kubeconfig(), sort_keys=False)
+            )
+            merged.chmod(0o600)
         if self.network is not None:
             self.local_nodes = nodes.LocalNodes(
                 self.control_planes, self.network, mcsync_image=self.mcsync_image

@@ -27,15 +27,37 @@ sync() {
   rm -rf /tmp/uv-tool
 }
 
+compile_site() {
+  # Bytecode: `compile_site -x REGEX` for every installed package but the paths REGEX matches,
+  # `compile_site PACKAGE...` for those packages.
+  site=$(/opt/mcsync/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ "${1:-}" = -x ]; then
+    exclude=$2
+    shift 2
+    /opt/mcsync/bin/python -m compileall -q -x "$exclude" "$site"
+    return
+  fi
+  for package in "$@"; do
+    /opt/mcsync/bin/python -m compileall -q "$site/$package"
+  done
+}
+
 case "$phase" in
   deps)
     sync --no-install-project
+    # Bytecode, compiled here: the image's user cannot write it, so without it every start
+    # compiles each module again (about 0.1 s of CPU for a publisher or subscriber). Not the
+    # generated API and models of kubernetes_asyncio (20 MB of bytecode), which mcsync never
+    # imports.
+    compile_site -x 'kubernetes_asyncio/client/(api|models)/'
     groupadd --system --gid 10001 mcsync
     useradd --system --uid 10001 --gid mcsync --no-create-home \
       --home-dir /nonexistent --shell /usr/sbin/nologin mcsync
     ;;
   project)
     sync
+    # Only mcsync's own packages: the dependencies' bytecode is in the layer below.
+    compile_site engine publishers subscribers
     /opt/mcsync/bin/mcsync --help >/dev/null
     ;;
   *)

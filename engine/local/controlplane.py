@@ -165,6 +165,16 @@ class LocalClusters:
                 return c
         raise KeyError(name)
 
+    def merged_kubeconfig(self) -> dict[str, Any]:
+        """One kubeconfig with a context per cluster (named like the cluster), for tools that
+        take several clusters as contexts of one file (kubectl --context, the MCS conformance
+        suite's -contexts)."""
+        merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
+        for key in ("clusters", "users", "contexts"):
+            merged[key] = [item for c in self.clusters for item in c.kubeconfig()[key]]
+        merged["current-context"] = self.clusters[0].name if self.clusters else ""
+        return merged
+
     async def __aenter__(self) -> LocalClusters:
         try:
             await self.start()

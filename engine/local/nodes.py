@@ -308,7 +308,8 @@ class LocalNodes:
         )
         # The controllers pods and Services need: EndpointSlices for Services with selectors
         # (kube-proxy and mcsync's publisher read them), ServiceAccounts and their CA,
-        # Deployments (a Helm chart's pods), and the node lifecycle, which lifts the not-ready
+        # Deployments (a Helm chart's pods), StatefulSets (the MCS conformance suite's headless
+        # cases name their pods with one), and the node lifecycle, which lifts the not-ready
         # taint the kubelet registers its Node with (the scheduler respects it). On the host,
         # like the apiserver.
         node.procs["kube-controller-manager"] = procs.spawn(
@@ -316,7 +317,7 @@ class LocalNodes:
                 str(controlplane.bin_dir() / "kube-controller-manager"),
                 f"--kubeconfig={d / 'kubeconfig'}",
                 "--controllers=endpointslice,serviceaccount,root-ca-cert-publisher,"
-                "deployment,replicaset,nodelifecycle",
+                "deployment,replicaset,statefulset,nodelifecycle",
                 f"--root-ca-file={node.cluster.ca_file}",
                 "--leader-elect=false",
                 "--secure-port=0",

@@ -89,6 +89,15 @@ async def test_local_up_serves_a_clusterset_until_interrupted(tmp_path: Path) ->
                 assert await k.get(kube.CRDS, None, "serviceimports.multicluster.x-k8s.io")
             finally:
                 await api.close()
+            # The same cluster as a context of the one kubeconfig holding them all.
+            api = await kube.load_client(d / "kubeconfig", context=name)
+            try:
+                prop = await kube.Kube(api).get(
+                    kube.CLUSTER_PROPERTIES, None, "cluster.clusterset.k8s.io"
+                )
+                assert prop is not None and prop["spec"]["value"] == name
+            finally:
+                await api.close()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert not (d / "ready").exists()
