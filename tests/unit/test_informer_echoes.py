@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from engine import kube
+from engine.core import plan
 
 CM = kube.Resource("", "v1", "configmaps", "ConfigMap")
 
@@ -89,3 +90,29 @@ def test_a_nested_write_of_the_same_object_loses_nothing() -> None:
             inf._set(obj(4, "someone else"))
         inf.observe(obj(3, "ours"))
     assert seen == [(None, "someone else")]
+
+
+def test_an_informer_that_keeps_digests_tells_echoes_from_changes_the_same_way() -> None:
+    """With ``keep``, the cache holds what ``keep`` makes of each object (here a
+    ``plan.Written``); echoes, others' changes and deletes are told apart as with objects."""
+    seen: list[tuple[Any, Any]] = []
+
+    def keep(o: kube.Obj) -> plan.Written:
+        return plan.written("Service", o, ("ns", "svc"))
+
+    inf = kube.Informer(
+        cast(kube.Kube, None), CM, lambda old, new: seen.append((old, new)), keep=keep
+    )
+    inf._set(obj(1, "theirs"))
+    assert isinstance(inf.get("ns", "c"), plan.Written)
+    with inf.writing("ns", "c"):
+        inf._set(obj(2, "ours"))  # the watch event comes first
+        inf.observe(obj(2, "ours"))
+    inf._set(obj(2, "ours"))  # or after
+    assert len(seen) == 1  # only the first, someone else's
+    inf._set(obj(3, "theirs again"))
+    assert len(seen) == 2 and seen[-1][1].version == 3
+    with inf.writing("ns", "c"):
+        inf.forget("ns", "c")
+        deleted(inf)  # the echo of our delete
+    assert len(seen) == 2 and inf.get("ns", "c") is None
