@@ -438,20 +438,28 @@ class Subscriber:
             if observed is None:
                 return False  # written once the import exists
             obj = _with_times(obj, plan.observed_conditions(observed), self.clock())
-        if plan.current(kind, obj, observed):
+        digest = plan.fingerprint(kind, obj)
+        if observed is not None and plan.holds(kind, digest, observed):
             return False
-        await self._write(kind, obj)
-        self._note_applied(kind, obj)
+        version = await self._write(kind, obj)
+        if version:
+            self._note_applied(kind, ns, name, digest, version)
         return True
 
-    def _note_applied(self, kind: plan.Kind, obj: kube.Obj) -> None:
+    def _note_applied(
+        self, kind: plan.Kind, ns: str, name: str, digest: bytes, version: int
+    ) -> None:
         """After a write: if the cluster shows the written fields differently (another
         manager's or a server default on top), what was written counts as current until the
-        object changes again, so it is not written at every reconcile."""
-        meta = obj["metadata"]
-        kept = self._informer(kind).get(str(meta.get("namespace", "")), meta["name"])
-        if isinstance(kept, plan.Written) and not plan.current(kind, obj, kept):
-            kept.applied = (*kept.applied[-3:], plan.fingerprint(kind, obj))
+        object changes again (at this ``version`` only), so it is not written at every
+        reconcile."""
+        kept = self._informer(kind).get(ns, name)
+        if (
+            isinstance(kept, plan.Written)
+            and kept.version == version
+            and not plan.holds(kind, digest, kept)
+        ):
+            kept.applied = (*kept.applied[-3:], digest)
 
     async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run one API write, retrying transient failures with backoff for ``retry_for``."""
@@ -464,11 +472,17 @@ class Subscriber:
             with attempt:
                 await call()
 
-    async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
+    async def _write(self, kind: plan.Kind, obj: kube.Obj) -> int:
+        """Apply one object; the resourceVersion of the API's answer (0: not written)."""
         sub = "status" if kind.endswith("Status") else None
         informer = self._informer(kind)
+        answers: list[kube.Obj] = []
+
+        async def apply() -> None:
+            answers.append(await informer.apply(obj, subresource=sub))
+
         try:
-            await self._retrying(functools.partial(informer.apply, obj, subresource=sub))
+            await self._retrying(apply)
         except PermanentError as exc:
             if "being terminated" in str(exc):
                 # The namespace started terminating after the plan: expected, nothing to do.
@@ -479,7 +493,7 @@ class Subscriber:
                     namespace=obj["metadata"].get("namespace"),
                     name=obj["metadata"]["name"],
                 )
-                return
+                return 0
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
                 "apply.refused",
@@ -488,8 +502,10 @@ class Subscriber:
                 name=obj["metadata"]["name"],
                 error=str(exc)[:500],
             )
-            return
+            return 0
         self.metrics.writes.labels(self.cluster, kind, "apply").inc()
+        rv = (answers[-1].get("metadata") or {}).get("resourceVersion") if answers else None
+        return int(rv) if rv else 0
 
     async def _prune(self, key: ServiceKey, desired: dict[plan.ObjKey, kube.Obj]) -> None:
         ns, name = key

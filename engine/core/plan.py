@@ -524,9 +524,12 @@ def written(kind: Kind, obj: Obj, owner: tuple[str, str]) -> Written:
 def current(kind: Kind, desired: Obj, observed: Written | None) -> bool:
     """Whether a write of ``desired`` can be skipped: what the cluster holds (as kept in
     ``observed``) already has it."""
-    if observed is None:
-        return False
-    digest = fingerprint(kind, desired)
+    return observed is not None and holds(kind, fingerprint(kind, desired), observed)
+
+
+def holds(kind: Kind, digest: bytes, observed: Written) -> bool:
+    """Whether the object kept as ``observed`` holds a desired one whose fingerprint is
+    ``digest``."""
     held = observed.status if kind == "ServiceImportStatus" else observed.fingerprint
     return digest == held or digest in observed.applied
 
