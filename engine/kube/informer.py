@@ -246,21 +246,25 @@ class Informer:
         self._report(k, old, value)
 
     async def _relist(self) -> str:
-        items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
-        fresh = {key_of(i): i for i in items}
-        del items
+        # What the cache will hold of each object, page by page: with ``keep``, the objects
+        # of a large list are never held all at once.
+        fresh: dict[ObjKey, Cached] = {}
+
+        def take(items: list[Obj]) -> None:
+            for obj in items:
+                fresh[key_of(obj)] = self._slim(obj)
+
+        rv = await self.kube.list_pages(self.res, take, self.namespace, self.label_selector)
         for k in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(k)
             if self.on_change:
                 self.on_change(gone, None)
-        for k, obj in fresh.items():
+        for k, value in fresh.items():
             old = self.cache.get(k)
-            if old is None or _version(old) != _version(obj):
-                value = self._slim(obj)
+            if old is None or _version(old) != _version(value):
                 self.cache[k] = value
                 if self.on_change:
                     self.on_change(old, value)
-        del fresh
         self.relists += 1
         return rv
 

@@ -116,3 +116,39 @@ def test_an_informer_that_keeps_digests_tells_echoes_from_changes_the_same_way()
         inf.forget("ns", "c")
         deleted(inf)  # the echo of our delete
     assert len(seen) == 2 and inf.get("ns", "c") is None
+
+
+class PagedLister:
+    """Stands in for the client's paged list: hands out the pages one at a time."""
+
+    def __init__(self, pages: list[list[kube.Obj]]) -> None:
+        self.pages = pages
+
+    async def list_pages(self, res: object, take: Any, *args: object) -> str:
+        for page in self.pages:
+            take(page)
+        return "99"
+
+
+async def test_a_relist_keeps_only_the_digests_and_reports_what_changed() -> None:
+    def named(name: str, rv: int) -> kube.Obj:
+        return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": str(rv)}}
+
+    seen: list[tuple[Any, Any]] = []
+    lister = PagedLister([[named("a", 1), named("b", 2)], [named("c", 3)]])
+    inf = kube.Informer(
+        cast(kube.Kube, lister),
+        CM,
+        lambda old, new: seen.append((old, new)),
+        keep=lambda o: plan.written("Service", o, ("ns", "svc")),
+    )
+    assert await inf._relist() == "99"
+    assert sorted(inf.cache) == [("ns", "a"), ("ns", "b"), ("ns", "c")]
+    assert all(isinstance(v, plan.Written) for v in inf.cache.values())
+    assert len(seen) == 3
+    # Again, with b changed and c gone: one update and one delete reported, a unchanged.
+    lister.pages = [[named("a", 1), named("b", 5)]]
+    seen.clear()
+    await inf._relist()
+    assert sorted(inf.cache) == [("ns", "a"), ("ns", "b")]
+    assert [(o and o.version, n and n.version) for o, n in seen] == [(3, None), (2, 5)]
