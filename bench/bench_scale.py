@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -386,37 +387,83 @@ async def raw_apply_loop(
     return {"writes": writes, "wall": t.wall, "cpu": t.cpu}
 
 
-async def materialize(k: kube.Kube, elog: jetstream.EventLog, concurrency: int) -> dict[str, float]:
-    """A Subscriber from empty to ready: its bootstrap, then its first drain."""
-    metrics = Metrics()
-    settings = SubscriberSettings(concurrency=concurrency, staleness_policy="keep")
-    sub = Subscriber(k, elog, LOCAL, metrics=metrics, settings=settings)
-    rss0, _ = rss_kib()
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    task = asyncio.create_task(sub.run())
-    try:
-        await asyncio.wait_for(sub.follower.caught_up.wait(), 3600)
-        t1, cpu1 = time.perf_counter(), time.process_time()
-        await asyncio.wait_for(sub.ready.wait(), 3600)
-        t2, cpu2 = time.perf_counter(), time.process_time()
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    rss1, hwm = rss_kib()
+def _writes(metrics: Metrics) -> float:
     writes = 0.0
     for metric in metrics.writes.collect():
         for sample in metric.samples:
             if sample.name.endswith("_total") and sample.labels["kind"] in MATERIALIZED_KINDS:
                 writes += sample.value
-    return {
-        "writes": writes,
-        "catchup_wall": t1 - t0,
-        "drain_wall": t2 - t1,
-        "drain_cpu": cpu2 - cpu1,
-        "catchup_cpu": cpu1 - cpu0,
-        "rss_growth": (rss1 - rss0) * 1024,
-        "hwm": hwm * 1024,
-    }
+    return writes
+
+
+async def materialize_child(url: str, kubeconfig: str, concurrency: int, limit: float) -> None:
+    """In a fresh process: a Subscriber into the apiserver of ``kubeconfig`` from empty to
+    ready (its bootstrap, then its first drain), at most ``limit`` seconds; prints its
+    progress to stderr every 30 s and the figures as JSON, with the RSS of the process before
+    the subscriber started, once caught up (the folded state, empty caches) and once ready
+    (everything it needs to reconcile)."""
+    runtime.tune_gc()
+    nc = await jetstream.connect(url)
+    elog = jetstream.EventLog(nc, CLUSTERSET, timeout=30)
+    api_client = await kube.load_client(kubeconfig)
+    metrics = Metrics()
+    settings = SubscriberSettings(concurrency=concurrency, staleness_policy="keep")
+    sub = Subscriber(kube.Kube(api_client), elog, LOCAL, metrics=metrics, settings=settings)
+    gc.collect()
+    rss0, _ = rss_kib()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    task = asyncio.create_task(sub.run())
+    out: dict[str, Any] = {"rss0": rss0, "ready": False}
+    try:
+        await asyncio.wait_for(sub.follower.caught_up.wait(), limit)
+        t1, cpu1 = time.perf_counter(), time.process_time()
+        out.update(catchup_wall=t1 - t0, catchup_cpu=cpu1 - cpu0, rss_caught_up=rss_kib()[0])
+        while not sub.ready.is_set():
+            left = limit - (time.perf_counter() - t0)
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.ready.wait(), min(30.0, left))
+            elapsed = time.perf_counter() - t1
+            print(
+                f"    materializing: {elapsed:.0f} s, {_writes(metrics):,.0f} writes, "
+                f"{_writes(metrics) / elapsed:.1f}/s, RSS {rss_kib()[0] / 1024:.0f} MiB",
+                file=sys.stderr,
+                flush=True,
+            )
+        t2, cpu2 = time.perf_counter(), time.process_time()
+        out.update(ready=sub.ready.is_set(), drain_wall=t2 - t1, drain_cpu=cpu2 - cpu1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    gc.collect()
+    rss1, hwm = rss_kib()
+    cached = sum(len(i.cache) for i in (sub.imports, sub.services, sub.slices))
+    out.update(writes=_writes(metrics), rss1=rss1, hwm=hwm, cached=cached)
+    await api_client.close()
+    await nc.close()
+    print(json.dumps(out))
+
+
+async def materialize(url: str, kubeconfig: Path, concurrency: int, limit: float) -> dict[str, Any]:
+    """:func:`materialize_child` in a fresh process, so that this one's state and garbage do
+    not blur its memory."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--child",
+        "materialize",
+        url,
+        str(kubeconfig),
+        str(concurrency),
+        str(limit),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the materialize child failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return result
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -450,6 +497,17 @@ async def main() -> None:
         "--no-raw-apply",
         action="store_true",
         help="(6) without its baseline (at 100 clusters each side takes many minutes)",
+    )
+    p.add_argument(
+        "--only-materialize",
+        action="store_true",
+        help="(1) and (6) only: the log is appended and folded once, (2) to (5) are skipped",
+    )
+    p.add_argument(
+        "--materialize-limit",
+        type=float,
+        default=3600.0,
+        help="stop (6) after this many seconds and report what it got (partial)",
     )
     p.add_argument("--concurrency", type=int, default=SubscriberSettings.concurrency)
     # ./dev bench hands every benchmark the same arguments: ignore the others' options.
@@ -494,135 +552,156 @@ async def main() -> None:
             )
             print(f"  (1) appended {live:,} events in {t_app.wall:.1f} s", flush=True)
 
-            # (2) cold catch-up
-            cold_state = fold.ClusterSetState()
-
-            async def cold() -> None:
-                nonlocal cold_state
+            if args.only_materialize:
                 cold_state = fold.ClusterSetState()
-                await follow(elog, cold_state)
+                with Timer() as t_fold:
+                    await follow(elog, cold_state)
+                print(f"  folded the log once in {t_fold.wall:.1f} s", flush=True)
+            else:
+                # (2) cold catch-up
+                cold_state = fold.ClusterSetState()
 
-            t_cold = await timed(args.reps, cold)
-            t_raw = await timed(args.reps, lambda: raw_read(js, live))
-            rows.append(
-                [
-                    "(2) cold catch-up, s",
-                    med(t_cold),
-                    med(t_raw),
-                    med(t_cold) / med(t_raw),
-                    f"CPU {med(t_cold, 'cpu'):.2f} s (raw {med(t_raw, 'cpu'):.2f} s); "
-                    f"{live / med(t_cold):,.0f} keys/s",
-                ]
-            )
-            print(f"  (2) cold catch-up {med(t_cold):.2f} s", flush=True)
+                async def cold() -> None:
+                    nonlocal cold_state
+                    cold_state = fold.ClusterSetState()
+                    await follow(elog, cold_state)
 
-            # (3) warm restart: save, change 1%, resume
-            saver = warmstart.Saver(elog, state_path, "bench")
-            await saver.identify()
-            with Timer() as t_save:
+                t_cold = await timed(args.reps, cold)
+                t_raw = await timed(args.reps, lambda: raw_read(js, live))
+                rows.append(
+                    [
+                        "(2) cold catch-up, s",
+                        med(t_cold),
+                        med(t_raw),
+                        med(t_cold) / med(t_raw),
+                        f"CPU {med(t_cold, 'cpu'):.2f} s (raw {med(t_raw, 'cpu'):.2f} s); "
+                        f"{live / med(t_cold):,.0f} keys/s",
+                    ]
+                )
+                print(f"  (2) cold catch-up {med(t_cold):.2f} s", flush=True)
+
+                # (3) warm restart: save, change 1%, resume
+                saver = warmstart.Saver(elog, state_path, "bench")
+                await saver.identify()
+                with Timer() as t_save:
+                    saver.save(cold_state, None)
+                size = state_path.stat().st_size
+                position = cold_state.position
+                changed = changes(clusters, services, endpoints)
+                await append_all(elog, changed)
+                print(f"  (3) state saved, {len(changed):,} slices changed", flush=True)
+                warm_state = fold.ClusterSetState()
+                tail = 0
+
+                async def warm() -> None:
+                    nonlocal warm_state, tail
+                    restored = await warmstart.load(elog, state_path, "bench")
+                    assert restored is not None
+                    warm_state = restored.state
+                    tail = await follow(elog, warm_state, start_seq=restored.position + 1)
+
+                async def raw_warm() -> None:
+                    await asyncio.to_thread(state_path.read_bytes)
+                    await raw_read(js, len(changed), start_seq=position + 1)
+
+                t_warm = await timed(args.reps, warm)
+                t_raw_warm = await timed(args.reps, raw_warm)
+                t_cold2 = await timed(1, cold)
+                same = same_state(warm_state, cold_state)
+                rows.append(
+                    [
+                        "(3) warm restart (1% changed), s",
+                        med(t_warm),
+                        med(t_raw_warm),
+                        med(t_warm) / med(t_raw_warm),
+                        f"CPU {med(t_warm, 'cpu'):.2f} s; read {tail:,} events; cold on the same "
+                        f"log {med(t_cold2):.2f} s; same state as cold: {same}",
+                    ]
+                )
+                notes.append(
+                    f"state file {size / 2**20:.1f} MiB ({size / records:.0f} B per endpoint "
+                    f"record), saved in {t_save.wall:.2f} s ({t_save.cpu:.2f} s CPU)"
+                )
+                print(f"  (3) warm restart {med(t_warm):.2f} s", flush=True)
+
+                # (4) memory per endpoint record, in fresh processes
+                m_fold = in_child("fold", server.url, state_path)
+                saver.saved_position = -1
                 saver.save(cold_state, None)
-            size = state_path.stat().st_size
-            position = cold_state.position
-            changed = changes(clusters, services, endpoints)
-            await append_all(elog, changed)
-            print(f"  (3) state saved, {len(changed):,} slices changed", flush=True)
-            warm_state = fold.ClusterSetState()
-            tail = 0
+                m_load = in_child("load", server.url, state_path)
+                per_fold = (m_fold["rss1"] - m_fold["rss0"]) * 1024 / records
+                per_load = (m_load["rss1"] - m_load["rss0"]) * 1024 / records
+                rows.append(
+                    [
+                        "(4) RSS per endpoint record, B",
+                        per_fold,
+                        live_bytes / records,
+                        per_fold / (live_bytes / records),
+                        f"after loading the state file {per_load:.0f} B (peak "
+                        f"{(m_load['hwm'] - m_load['rss0']) * 1024 / records:.0f} B); "
+                        f"fold peak {(m_fold['hwm'] - m_fold['rss0']) * 1024 / records:.0f} B",
+                    ]
+                )
+                print(f"  (4) {per_fold:.0f} B per endpoint record", flush=True)
 
-            async def warm() -> None:
-                nonlocal warm_state, tail
-                restored = await warmstart.load(elog, state_path, "bench")
-                assert restored is not None
-                warm_state = restored.state
-                tail = await follow(elog, warm_state, start_seq=restored.position + 1)
-
-            async def raw_warm() -> None:
-                await asyncio.to_thread(state_path.read_bytes)
-                await raw_read(js, len(changed), start_seq=position + 1)
-
-            t_warm = await timed(args.reps, warm)
-            t_raw_warm = await timed(args.reps, raw_warm)
-            t_cold2 = await timed(1, cold)
-            same = same_state(warm_state, cold_state)
-            rows.append(
-                [
-                    "(3) warm restart (1% changed), s",
-                    med(t_warm),
-                    med(t_raw_warm),
-                    med(t_warm) / med(t_raw_warm),
-                    f"CPU {med(t_warm, 'cpu'):.2f} s; read {tail:,} events; cold on the same "
-                    f"log {med(t_cold2):.2f} s; same state as cold: {same}",
-                ]
-            )
-            notes.append(
-                f"state file {size / 2**20:.1f} MiB ({size / records:.0f} B per endpoint "
-                f"record), saved in {t_save.wall:.2f} s ({t_save.cpu:.2f} s CPU)"
-            )
-            print(f"  (3) warm restart {med(t_warm):.2f} s", flush=True)
-
-            # (4) memory per endpoint record, in fresh processes
-            m_fold = in_child("fold", server.url, state_path)
-            saver.saved_position = -1
-            saver.save(cold_state, None)
-            m_load = in_child("load", server.url, state_path)
-            per_fold = (m_fold["rss1"] - m_fold["rss0"]) * 1024 / records
-            per_load = (m_load["rss1"] - m_load["rss0"]) * 1024 / records
-            rows.append(
-                [
-                    "(4) RSS per endpoint record, B",
-                    per_fold,
-                    live_bytes / records,
-                    per_fold / (live_bytes / records),
-                    f"after loading the state file {per_load:.0f} B (peak "
-                    f"{(m_load['hwm'] - m_load['rss0']) * 1024 / records:.0f} B); "
-                    f"fold peak {(m_fold['hwm'] - m_fold['rss0']) * 1024 / records:.0f} B",
-                ]
-            )
-            print(f"  (4) {per_fold:.0f} B per endpoint record", flush=True)
-
-            # (5) plan
-            pl = plan_phase(cold_state)
-            rows.append(
-                [
-                    "(5) plan every service, s",
-                    pl["wall"],
-                    pl["raw_wall"],
-                    pl["wall"] / pl["raw_wall"],
-                    f"CPU {pl['cpu']:.2f} s, {pl['objects']:,.0f} objects, "
-                    f"{pl['wall'] / pl['services'] * 1e6:.0f} us per service; traced peak one "
-                    f"at a time {pl['streaming_peak'] / 2**20:.1f} MiB, all at once "
-                    f"{pl['all_at_once'] / 2**20:.1f} MiB",
-                ]
-            )
-            print(f"  (5) plan {pl['wall']:.2f} s", flush=True)
-            del warm_state
+                # (5) plan
+                pl = plan_phase(cold_state)
+                rows.append(
+                    [
+                        "(5) plan every service, s",
+                        pl["wall"],
+                        pl["raw_wall"],
+                        pl["wall"] / pl["raw_wall"],
+                        f"CPU {pl['cpu']:.2f} s, {pl['objects']:,.0f} objects, "
+                        f"{pl['wall'] / pl['services'] * 1e6:.0f} us per service; traced peak one "
+                        f"at a time {pl['streaming_peak'] / 2**20:.1f} MiB, all at once "
+                        f"{pl['all_at_once'] / 2**20:.1f} MiB",
+                    ]
+                )
+                print(f"  (5) plan {pl['wall']:.2f} s", flush=True)
+                del warm_state
 
             # (6) materialize
             if not args.no_materialize:
                 namespaces = sorted({k[0] for k in cold_state.exports})
                 # The raw loop runs before and after the subscriber, each into an empty
                 # apiserver of its own: the machine's load drifts, and the two brackets show it.
-                names = ["scale-raw-1", "scale-mcsync", "scale-raw-2"]
+                names = ["scale-mcsync"]
+                if not args.no_raw_apply:
+                    names = ["scale-raw-1", *names, "scale-raw-2"]
                 async with controlplane.LocalClusters(names) as lc:
                     clients = []
                     for cl in lc.clusters:
                         clients.append(await kube.load_client(cl.kubeconfig_path))
                     try:
-                        ks = [
-                            kube.Kube(clients[0], field_manager="bench-raw"),
-                            kube.Kube(clients[1]),
-                            kube.Kube(clients[2], field_manager="bench-raw"),
-                        ]
-                        for k in ks:
+                        ks = {
+                            n: kube.Kube(a, field_manager="bench-raw" if "raw" in n else "mcsync")
+                            for n, a in zip(names, clients, strict=True)
+                        }
+                        for k in ks.values():
                             await prepare_cluster(k, namespaces)
                         raws: list[dict[str, float]] = []
                         if not args.no_raw_apply:
-                            raws.append(await raw_apply_loop(ks[0], cold_state, args.concurrency))
+                            raws.append(
+                                await raw_apply_loop(
+                                    ks["scale-raw-1"], cold_state, args.concurrency
+                                )
+                            )
                             print(f"  (6) raw apply loop {raws[0]['wall']:.1f} s", flush=True)
-                        mat = await materialize(ks[1], elog, args.concurrency)
-                        print(f"  (6) subscriber {mat['drain_wall']:.1f} s", flush=True)
+                        (mine,) = [cl for cl in lc.clusters if cl.name == "scale-mcsync"]
+                        mat = await materialize(
+                            server.url,
+                            mine.kubeconfig_path,
+                            args.concurrency,
+                            args.materialize_limit,
+                        )
+                        print(f"  (6) subscriber {mat.get('drain_wall', 0):.1f} s", flush=True)
                         if not args.no_raw_apply:
-                            raws.append(await raw_apply_loop(ks[2], cold_state, args.concurrency))
+                            raws.append(
+                                await raw_apply_loop(
+                                    ks["scale-raw-2"], cold_state, args.concurrency
+                                )
+                            )
                             print(f"  (6) raw apply loop {raws[1]['wall']:.1f} s", flush=True)
                     finally:
                         for a in clients:
@@ -636,21 +715,36 @@ async def main() -> None:
                         "(6) raw apply loop before / after the subscriber: "
                         + " / ".join(f"{r['writes'] / r['wall']:.1f} writes/s" for r in raws)
                     )
-                rate = mat["writes"] / mat["drain_wall"]
+                drain = mat.get("drain_wall", math.nan)
+                rate = mat["writes"] / drain
                 raw_rate = raw["writes"] / raw["wall"]
                 rows.append(
                     [
-                        "(6) materialize, writes/s",
+                        "(6) materialize, writes/s"
+                        + ("" if mat["ready"] else " (PARTIAL: stopped before ready)"),
                         rate,
                         raw_rate,
                         rate / raw_rate,
                         f"{mat['writes']:,.0f} writes (raw {raw['writes']:,.0f}) in "
-                        f"{mat['drain_wall']:.1f} s (raw {raw['wall']:.1f} s); CPU per write "
-                        f"{mat['drain_cpu'] / max(mat['writes'], 1) * 1000:.2f} ms (raw "
-                        f"{raw['cpu'] / max(raw['writes'], 1) * 1000:.2f} ms); bootstrap "
-                        f"{mat['catchup_wall']:.1f} s; start to ready "
-                        f"{mat['catchup_wall'] + mat['drain_wall']:.1f} s; RSS growth "
-                        f"{mat['rss_growth'] / 2**20:.0f} MiB",
+                        f"{drain:.1f} s (raw {raw['wall']:.1f} s); CPU per write "
+                        f"{mat.get('drain_cpu', math.nan) / max(mat['writes'], 1) * 1000:.2f} ms "
+                        f"(raw {raw['cpu'] / max(raw['writes'], 1) * 1000:.2f} ms); bootstrap "
+                        f"{mat.get('catchup_wall', math.nan):.1f} s "
+                        f"({mat.get('catchup_cpu', math.nan):.1f} s CPU); start to ready "
+                        f"{mat.get('catchup_wall', math.nan) + drain:.1f} s",
+                    ]
+                )
+                kib = 1024 / records
+                rows.append(
+                    [
+                        "(6) subscriber RSS per endpoint record, B",
+                        (mat["rss1"] - mat["rss0"]) * kib,
+                        live_bytes / records,
+                        (mat["rss1"] - mat["rss0"]) * kib / (live_bytes / records),
+                        f"in a fresh process: {(mat['rss1'] - mat['rss0']) / 1024:.0f} MiB "
+                        f"after the first drain, {mat['cached']:,} objects cached; once caught "
+                        f"up (state only) {(mat.get('rss_caught_up', 0) - mat['rss0']) * kib:.0f}"
+                        f" B; peak {(mat['hwm'] - mat['rss0']) * kib:.0f} B",
                     ]
                 )
             await nc.close()
@@ -673,7 +767,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child" and sys.argv[2] == "materialize":
+        asyncio.run(
+            materialize_child(sys.argv[3], sys.argv[4], int(sys.argv[5]), float(sys.argv[6]))
+        )
+    elif len(sys.argv) > 1 and sys.argv[1] == "--child":
         asyncio.run(child(sys.argv[2], sys.argv[3], sys.argv[4]))
     else:
         runtime.tune_gc()  # as every mcsync process does (engine.cli)

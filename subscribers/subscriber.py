@@ -114,20 +114,21 @@ class Subscriber:
         self._timer: asyncio.TimerHandle | None = None
         self._log = log.bind(cluster=self.cluster, clusterset=self.log.clusterset)
         self.namespaces = kube.Informer(self.k8s, kube.NAMESPACES, self._on_namespace)
-        # The caches of what mcsync writes for services are its largest: they keep no
-        # managedFields, which the comparisons never read.
+        # The caches of what mcsync writes for services would be its largest: they keep a
+        # digest of each object (plan.Written), not the object. Derived Services and slices are
+        # indexed by the service they belong to, so pruning one service looks at its own
+        # objects only, however many the cluster holds.
+        self._owners: dict[ServiceKey, ServiceKey] = {}
         self.imports = kube.Informer(
-            self.k8s, kube.SERVICE_IMPORTS, self._on_owned, drop_managed_fields=True
+            self.k8s, kube.SERVICE_IMPORTS, self._on_owned, keep=self._keeper("ServiceImport")
         )
-        # Derived Services and slices are indexed by the service they belong to, so pruning
-        # one service looks at its own objects only, however many the cluster holds.
         self.services = kube.Informer(
             self.k8s,
             kube.SERVICES,
             self._on_owned,
             label_selector=f"{plan.LABEL_MANAGED_BY}={plan.MANAGED_BY}",
             index_key=_owning_service,
-            drop_managed_fields=True,
+            keep=self._keeper("Service"),
         )
         self.slices = kube.Informer(
             self.k8s,
@@ -135,7 +136,7 @@ class Subscriber:
             self._on_owned,
             label_selector=f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}",
             index_key=_owning_service,
-            drop_managed_fields=True,
+            keep=self._keeper("EndpointSlice"),
         )
         self.exports = kube.Informer(self.k8s, kube.SERVICE_EXPORTS, self._on_local_export)
         self.follower = jetstream.Follower(
@@ -331,7 +332,31 @@ class Subscriber:
         for key in [k for k in self.state.exports if k[0] == ns]:
             self._mark(key)
 
-    def _on_owned(self, old: kube.Obj | None, new: kube.Obj | None) -> None:
+    def _keeper(self, kind: plan.Kind) -> Callable[[kube.Obj], plan.Written]:
+        """What the cache of ``kind`` keeps of each object: its digest (plan.Written), with
+        the owning service's key shared by all the objects of that service."""
+
+        def keep(obj: kube.Obj) -> plan.Written:
+            meta = obj.get("metadata") or {}
+            ns = str(meta.get("namespace", ""))
+            if kind == "ServiceImport":
+                name = str(meta.get("name", ""))
+            else:
+                name = str((meta.get("labels") or {}).get(plan.LABEL_SERVICE_NAME, ""))
+            key = (ns, name)
+            owner = self._owners.get(key)
+            if owner is None:
+                if len(self._owners) > 2 * len(self.state.exports) + 4096:
+                    self._owners.clear()  # services long gone: start over
+                owner = self._owners[key] = key
+            return plan.written(kind, obj, owner)
+
+        return keep
+
+    def _on_owned(self, old: Any, new: Any) -> None:
+        if isinstance(new or old, plan.Written):
+            self._mark((new or old).owner)
+            return
         obj = new or old or {}
         meta = obj.get("metadata", {})
         labels = meta.get("labels") or {}
@@ -343,7 +368,9 @@ class Subscriber:
 
     # --- reconcile -------------------------------------------------------------------------
 
-    def _observed(self, kind: plan.Kind, ns: str, name: str) -> kube.Obj | None:
+    def _observed(self, kind: plan.Kind, ns: str, name: str) -> Any:
+        """What the cluster holds: a ServiceExport, or what is kept of an object mcsync
+        writes (plan.Written)."""
         return self._informer(kind).get(ns, name)
 
     def _informer(self, kind: plan.Kind) -> kube.Informer:
@@ -363,11 +390,8 @@ class Subscriber:
         view = mcs.view(ns, name, exports, self._admitted, self._members)
         derived = self.services.get(ns, plan.derived_name(ns, name))
         allocated = None
-        if derived is not None:
-            spec = derived.get("spec", {})
-            allocated = plan.Allocated(
-                tuple(spec.get("clusterIPs") or ()), tuple(spec.get("ipFamilies") or ())
-            )
+        if isinstance(derived, plan.Written) and isinstance(derived.detail, plan.Allocated):
+            allocated = derived.detail
         return plan.desired_for_service(
             self.cluster,
             view,
@@ -401,16 +425,41 @@ class Subscriber:
         """Write one desired object unless the cluster already holds it; whether it wrote."""
         kind, ns, name = okey
         observed = self._observed(kind, ns, name)
-        if kind == "ServiceExportStatus" and observed is None:
-            return False  # the ServiceExport is not (yet) in our cache
-        if kind in ("ServiceImportStatus", "ServiceExportStatus"):
-            obj = _with_times(obj, observed, self.clock())
-            if kind == "ServiceImportStatus" and observed is None:
+        if kind == "ServiceExportStatus":
+            if observed is None:
+                return False  # the ServiceExport is not (yet) in our cache
+            seen = ((observed or {}).get("status") or {}).get("conditions")
+            obj = _with_times(obj, seen, self.clock())
+            if plan.up_to_date(kind, obj, observed):
+                return False
+            await self._write(kind, obj)
+            return True
+        if kind == "ServiceImportStatus":
+            if observed is None:
                 return False  # written once the import exists
-        if plan.up_to_date(kind, obj, observed):
+            obj = _with_times(obj, plan.observed_conditions(observed), self.clock())
+        digest = plan.fingerprint(kind, obj)
+        if observed is not None and plan.holds(kind, digest, observed):
             return False
-        await self._write(kind, obj)
+        version = await self._write(kind, obj)
+        if version:
+            self._note_applied(kind, ns, name, digest, version)
         return True
+
+    def _note_applied(
+        self, kind: plan.Kind, ns: str, name: str, digest: bytes, version: int
+    ) -> None:
+        """After a write: if the cluster shows the written fields differently (another
+        manager's or a server default on top), what was written counts as current until the
+        object changes again (at this ``version`` only), so it is not written at every
+        reconcile."""
+        kept = self._informer(kind).get(ns, name)
+        if (
+            isinstance(kept, plan.Written)
+            and kept.version == version
+            and not plan.holds(kind, digest, kept)
+        ):
+            kept.applied = (*kept.applied[-3:], digest)
 
     async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run one API write, retrying transient failures with backoff for ``retry_for``."""
@@ -423,11 +472,17 @@ class Subscriber:
             with attempt:
                 await call()
 
-    async def _write(self, kind: plan.Kind, obj: kube.Obj) -> None:
+    async def _write(self, kind: plan.Kind, obj: kube.Obj) -> int:
+        """Apply one object; the resourceVersion of the API's answer (0: not written)."""
         sub = "status" if kind.endswith("Status") else None
         informer = self._informer(kind)
+        answers: list[kube.Obj] = []
+
+        async def apply() -> None:
+            answers.append(await informer.apply(obj, subresource=sub))
+
         try:
-            await self._retrying(functools.partial(informer.apply, obj, subresource=sub))
+            await self._retrying(apply)
         except PermanentError as exc:
             if "being terminated" in str(exc):
                 # The namespace started terminating after the plan: expected, nothing to do.
@@ -438,7 +493,7 @@ class Subscriber:
                     namespace=obj["metadata"].get("namespace"),
                     name=obj["metadata"]["name"],
                 )
-                return
+                return 0
             self.metrics.errors.labels(self.cluster, f"apply:{kind}", "false").inc()
             self._log.error(
                 "apply.refused",
@@ -447,8 +502,10 @@ class Subscriber:
                 name=obj["metadata"]["name"],
                 error=str(exc)[:500],
             )
-            return
+            return 0
         self.metrics.writes.labels(self.cluster, kind, "apply").inc()
+        rv = (answers[-1].get("metadata") or {}).get("resourceVersion") if answers else None
+        return int(rv) if rv else 0
 
     async def _prune(self, key: ServiceKey, desired: dict[plan.ObjKey, kube.Obj]) -> None:
         ns, name = key
@@ -481,10 +538,10 @@ class Subscriber:
         keys |= set(self.imports.cache)
         keys |= set(self.exports.cache)
         for informer in (self.services, self.slices):
-            for (ns, _), obj in informer.cache.items():
-                svc = (obj["metadata"].get("labels") or {}).get(plan.LABEL_SERVICE_NAME)
-                if svc:
-                    keys.add((ns, svc))
+            for obj in informer.cache.values():
+                owner = _owning_service(obj)
+                if owner is not None:
+                    keys.add(owner)
         return keys
 
     def _due(self) -> dict[ServiceKey, datetime | None]:
@@ -647,8 +704,10 @@ class Subscriber:
                 self._reassess()
 
 
-def _owning_service(obj: kube.Obj) -> ServiceKey | None:
+def _owning_service(obj: Any) -> ServiceKey | None:
     """The service an object mcsync derived belongs to, by its service-name label."""
+    if isinstance(obj, plan.Written):
+        return obj.owner if obj.owner[1] else None
     meta = obj.get("metadata") or {}
     name = (meta.get("labels") or {}).get(plan.LABEL_SERVICE_NAME)
     return (str(meta.get("namespace", "")), str(name)) if name else None
@@ -677,10 +736,9 @@ def due_at(
     return min(last + (burst_quiet if bursting else quiet), first + cap)
 
 
-def _with_times(obj: kube.Obj, observed: kube.Obj | None, now: datetime) -> kube.Obj:
-    """Fill the conditions' transition times from what the cluster shows."""
+def _with_times(obj: kube.Obj, seen: list[kube.Obj] | None, now: datetime) -> kube.Obj:
+    """Fill the conditions' transition times from the conditions the cluster shows."""
     status: dict[str, Any] = dict(obj["status"])
-    seen = ((observed or {}).get("status") or {}).get("conditions")
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     status["conditions"] = plan.with_transition_times(status.get("conditions", []), seen, stamp)
     return {**obj, "status": status}

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+import msgspec
+
 from engine.core import events as ev
 from engine.core import mcs
 
@@ -369,3 +371,171 @@ def up_to_date(kind: Kind, desired: Obj, observed: Obj | None) -> bool:
         return status_covers(observed.get("status"), desired.get("status") or {})
     stripped = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}
     return covers(observed, stripped)
+
+
+# --- what the subscriber keeps of the objects it wrote -------------------------------------
+
+IMPORT_CONDITION_TYPES: Final = frozenset({"Ready"})
+"""The condition types mcsync sets on ServiceImports (others belong to other managers)."""
+
+_SERVICE_LABELS: Final = (LABEL_MANAGED_BY, LABEL_SERVICE_NAME)
+_SERVICE_ANNOTATIONS: Final = ("multicluster.kubernetes.io/service-import",)
+_SLICE_LABELS: Final = (
+    LABEL_SERVICE_NAME,
+    LABEL_SOURCE_CLUSTER,
+    LABEL_SLICE_MANAGED_BY,
+    LABEL_K8S_SERVICE_NAME,
+)
+_IGNORED_ANNOTATIONS: Final = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+class Written(msgspec.Struct, gc=False):
+    """What the subscriber keeps of an object it writes (derived Service, EndpointSlice,
+    ServiceImport) instead of the object: about 170 bytes for a slice's.
+
+    ``fingerprint`` (and ``status``, for an import) digests the fields mcsync manages as the
+    cluster holds them; a desired object is current when its own fingerprint is the same
+    (:func:`current`). ``version`` and ``uid`` tell our writes' echoes from others' changes
+    and a re-created object from the one deleted; ``owner`` is the service the object belongs
+    to; ``detail`` the little a plan reads back: a derived Service's allocation, an import's
+    condition times. ``applied`` holds fingerprints of desired objects written at this
+    ``version`` that the cluster shows differently (a field another manager or the server
+    sets on top): they count as current until the object changes again.
+    """
+
+    version: int
+    uid: int
+    owner: tuple[str, str]
+    fingerprint: bytes
+    status: bytes | None = None
+    detail: Allocated | tuple[tuple[str, str, str], ...] | None = None
+    applied: tuple[bytes, ...] = ()
+
+
+def _port_fields(ports: Any) -> list[tuple[Any, ...]]:
+    return [
+        (p.get("name") or "", p.get("protocol"), p.get("port"), p.get("appProtocol") or None)
+        for p in ports or ()
+        if isinstance(p, dict)
+    ]
+
+
+def _only(mapping: Any, keys: Iterable[str]) -> list[tuple[str, Any]]:
+    mapping = mapping or {}
+    return [(k, mapping.get(k)) for k in keys]
+
+
+def _managed_fields(kind: Kind, obj: Obj) -> Any:
+    """The fields of ``obj`` that mcsync manages for ``kind``, in a canonical form: the same
+    for a desired object and the object the cluster holds when that one covers it."""
+    meta = obj.get("metadata") or {}
+    if kind == "Service":
+        spec = obj.get("spec") or {}
+        return (
+            _only(meta.get("labels"), _SERVICE_LABELS),
+            _only(meta.get("annotations"), _SERVICE_ANNOTATIONS),
+            spec.get("type"),
+            spec.get("ipFamilyPolicy"),
+            _port_fields(spec.get("ports")),
+        )
+    if kind == "EndpointSlice":
+        endpoints = []
+        for e in obj.get("endpoints") or ():
+            cond = e.get("conditions") or {}
+            endpoints.append(
+                (
+                    e.get("addresses") or [],
+                    cond.get("ready"),
+                    cond.get("serving"),
+                    cond.get("terminating"),
+                    e.get("hostname"),
+                    e.get("zone"),
+                )
+            )
+        return (
+            _only(meta.get("labels"), _SLICE_LABELS),
+            obj.get("addressType"),
+            endpoints,
+            _port_fields(obj.get("ports")),
+        )
+    if kind == "ServiceImport":
+        spec = obj.get("spec") or {}
+        annotations = meta.get("annotations") or {}
+        affinity = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+        return (
+            sorted((meta.get("labels") or {}).items()),
+            sorted((k, v) for k, v in annotations.items() if k not in _IGNORED_ANNOTATIONS),
+            spec.get("type"),
+            _port_fields(spec.get("ports")),
+            spec.get("ipFamilies") or [],
+            spec.get("sessionAffinity"),
+            spec.get("ips") or [],
+            affinity.get("timeoutSeconds"),
+            spec.get("internalTrafficPolicy"),
+            spec.get("trafficDistribution"),
+        )
+    if kind == "ServiceImportStatus":
+        status = obj.get("status") or {}
+        conditions = sorted(
+            (c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
+            for c in status.get("conditions") or ()
+            if isinstance(c, dict) and c.get("type") in IMPORT_CONDITION_TYPES
+        )
+        return (
+            [c.get("cluster") for c in status.get("clusters") or () if isinstance(c, dict)],
+            conditions,
+            status.get("endpointSliceObjects"),
+        )
+    raise ValueError(f"mcsync keeps no fingerprint of {kind}")
+
+
+def fingerprint(kind: Kind, obj: Obj) -> bytes:
+    """A digest of the fields mcsync manages in ``obj`` (desired or observed), 8 bytes."""
+    encoded = msgspec.msgpack.encode(_managed_fields(kind, obj))
+    return hashlib.blake2b(encoded, digest_size=8).digest()
+
+
+def written(kind: Kind, obj: Obj, owner: tuple[str, str]) -> Written:
+    """What to keep of an object of ``kind`` ("Service", "EndpointSlice" or "ServiceImport")
+    as the cluster holds it."""
+    meta = obj.get("metadata") or {}
+    detail: Allocated | tuple[tuple[str, str, str], ...] | None = None
+    status = None
+    if kind == "Service":
+        spec = obj.get("spec") or {}
+        detail = Allocated(tuple(spec.get("clusterIPs") or ()), tuple(spec.get("ipFamilies") or ()))
+    elif kind == "ServiceImport":
+        status = fingerprint("ServiceImportStatus", obj)
+        detail = tuple(
+            (str(c["type"]), str(c.get("status", "")), str(c.get("lastTransitionTime", "")))
+            for c in (obj.get("status") or {}).get("conditions") or ()
+            if isinstance(c, dict) and c.get("type") in IMPORT_CONDITION_TYPES
+        )
+    return Written(
+        version=int(meta.get("resourceVersion") or 0),
+        uid=hash(meta.get("uid", "")),
+        owner=owner,
+        fingerprint=fingerprint(kind, obj),
+        status=status,
+        detail=detail,
+    )
+
+
+def current(kind: Kind, desired: Obj, observed: Written | None) -> bool:
+    """Whether a write of ``desired`` can be skipped: what the cluster holds (as kept in
+    ``observed``) already has it."""
+    return observed is not None and holds(kind, fingerprint(kind, desired), observed)
+
+
+def holds(kind: Kind, digest: bytes, observed: Written) -> bool:
+    """Whether the object kept as ``observed`` holds a desired one whose fingerprint is
+    ``digest``."""
+    held = observed.status if kind == "ServiceImportStatus" else observed.fingerprint
+    return digest == held or digest in observed.applied
+
+
+def observed_conditions(observed: Written | None) -> list[Obj]:
+    """An import's conditions of the types mcsync sets, as kept (for their transition times)."""
+    if observed is None or not isinstance(observed.detail, tuple):
+        return []
+    return [{"type": t, "status": s, "lastTransitionTime": at} for t, s, at in observed.detail]

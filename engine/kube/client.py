@@ -10,8 +10,9 @@ permanent.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources as package_files
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,19 @@ class Kube:
     ) -> tuple[list[Obj], str]:
         """All objects (paged), and the list's resourceVersion to watch from."""
         items: list[Obj] = []
+        rv = await self.list_pages(res, items.extend, namespace, label_selector)
+        return items, rv
+
+    async def list_pages(
+        self,
+        res: Resource,
+        take: Callable[[builtins.list[Obj]], object],
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> str:
+        """List in pages of 500, handing each page's objects to ``take`` as it arrives (so a
+        caller that keeps less than the objects never holds them all); the list's
+        resourceVersion to watch from."""
         cont = ""
         while True:
             q = [("limit", "500")]
@@ -165,13 +179,14 @@ class Kube:
             if cont:
                 q.append(("continue", cont))
             page = await self.request("GET", res.path(namespace), q)
-            for item in page.get("items", []):
+            items = page.get("items") or []
+            for item in items:
                 item.setdefault("apiVersion", res.api_version)
                 item.setdefault("kind", res.kind)
-                items.append(item)
+            take(items)
             cont = page.get("metadata", {}).get("continue", "")
             if not cont:
-                return items, str(page.get("metadata", {}).get("resourceVersion", ""))
+                return str(page.get("metadata", {}).get("resourceVersion", ""))
 
     async def apply(self, res: Resource, obj: Obj, subresource: str | None = None) -> Obj:
         """Server-side apply ``obj`` (forcing ownership) under this client's field manager."""

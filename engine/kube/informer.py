@@ -5,68 +5,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Hashable, Iterator
-from typing import Final, TypeVar, overload
+from typing import Any, Final, Protocol
 
 from engine.core.errors import TransientError
 from engine.kube import client as kube_client
 from engine.kube.resources import Obj, ObjKey, Resource, key_of
 from engine.observe import logs
 
-IndexKey = Callable[[Obj], Hashable | None]
-_T = TypeVar("_T")
+
+class Kept(Protocol):
+    """What an informer made with ``keep`` caches instead of each object: anything that
+    knows the object's resourceVersion (as a number) and a token of its uid."""
+
+    @property
+    def version(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
+
+
+Cached = Any
+"""A cached value: the object itself, or what ``keep`` made of it (:class:`Kept`)."""
+IndexKey = Callable[[Cached], Hashable | None]
 _MISSING: Final = object()
 
 
-class IndexedCache(dict[ObjKey, Obj]):
+class IndexedCache(dict[ObjKey, Cached]):
     """The informer's cache, with a secondary index kept current on every change.
 
-    ``index_key(obj)`` names the group an object belongs to (None: no group); :meth:`group`
-    answers the keys of one group without looking at the others. Every way the informer (and
-    anyone holding the cache) adds or drops an object goes through ``__setitem__``,
-    ``__delitem__`` or ``pop``, so the index cannot drift from the cache.
+    ``index_key(value)`` names the group a cached value belongs to (None: no group);
+    :meth:`group` answers the keys of one group without looking at the others. Every way the
+    informer (and anyone holding the cache) adds or drops a value goes through
+    ``__setitem__``, ``__delitem__`` or ``pop``, so the index cannot drift from the cache (a
+    value's group is computed again from the value when it leaves).
     """
 
     def __init__(self, index_key: IndexKey) -> None:
         super().__init__()
         self._index_key = index_key
         self._groups: dict[Hashable, set[ObjKey]] = {}
-        self._group_of: dict[ObjKey, Hashable] = {}
 
     def group(self, group: Hashable) -> frozenset[ObjKey]:
         return frozenset(self._groups.get(group, ()))
 
-    def _unindex(self, k: ObjKey) -> None:
-        g = self._group_of.pop(k, None)
-        if g is not None:
-            members = self._groups[g]
-            members.discard(k)
-            if not members:
-                del self._groups[g]
+    def groups(self) -> list[Hashable]:
+        """Every group that has a member."""
+        return list(self._groups)
 
-    def __setitem__(self, k: ObjKey, obj: Obj) -> None:
-        super().__setitem__(k, obj)
-        g = self._index_key(obj)
-        if self._group_of.get(k) != g:
-            self._unindex(k)
-            if g is not None:
-                self._group_of[k] = g
-                self._groups.setdefault(g, set()).add(k)
+    def _unindex(self, k: ObjKey, old: Cached) -> None:
+        g = self._index_key(old)
+        if g is not None:
+            members = self._groups.get(g)
+            if members is not None:
+                members.discard(k)
+                if not members:
+                    del self._groups[g]
+
+    def __setitem__(self, k: ObjKey, value: Cached) -> None:
+        old = dict.get(self, k, _MISSING)
+        super().__setitem__(k, value)
+        g = self._index_key(value)
+        if old is not _MISSING:
+            if self._index_key(old) == g:
+                return
+            self._unindex(k, old)
+        if g is not None:
+            self._groups.setdefault(g, set()).add(k)
 
     def __delitem__(self, k: ObjKey) -> None:
+        old = dict.__getitem__(self, k)
         super().__delitem__(k)
-        self._unindex(k)
+        self._unindex(k, old)
 
-    @overload
-    def pop(self, k: ObjKey, /) -> Obj: ...
-    @overload
-    def pop(self, k: ObjKey, default: Obj, /) -> Obj: ...
-    @overload
-    def pop(self, k: ObjKey, default: _T, /) -> Obj | _T: ...
-    def pop(self, k: ObjKey, default: object = _MISSING, /) -> object:
+    def pop(self, k: ObjKey, default: Any = _MISSING, /) -> Any:
         if k in self:
-            obj = super().pop(k)
-            self._unindex(k)
-            return obj
+            old = super().pop(k)
+            self._unindex(k, old)
+            return old
         if default is _MISSING:
             raise KeyError(k)
         return default
@@ -74,14 +88,16 @@ class IndexedCache(dict[ObjKey, Obj]):
     def clear(self) -> None:
         super().clear()
         self._groups.clear()
-        self._group_of.clear()
 
 
 class Informer:
     """List, then watch with resume, keeping a cache of one resource's objects.
 
     ``on_change(old, new)`` runs for every add (old None), update and delete (new None),
-    including those a relist discovers. A watch that ends is resumed from the last
+    including those a relist discovers. ``keep(obj)``, if given, is what the cache holds
+    instead of each object (a :class:`Kept`: for callers that need a digest of an object, not
+    the object); ``on_change`` and :meth:`get` then see those, and ``index_key`` is given
+    them. A watch that ends is resumed from the last
     resourceVersion (bookmarks included); ``410 Gone`` relists; transient failures back off
     and retry forever. ``synced`` is set after the first list.
     """
@@ -96,6 +112,7 @@ class Informer:
         watch_timeout: int = 240,
         index_key: IndexKey | None = None,
         drop_managed_fields: bool = False,
+        keep: Callable[[Obj], Kept] | None = None,
     ) -> None:
         self.kube = kube
         self.res = res
@@ -103,18 +120,19 @@ class Informer:
         self.namespace = namespace
         self.label_selector = label_selector
         self.watch_timeout = watch_timeout
-        self.cache: dict[ObjKey, Obj] = IndexedCache(index_key) if index_key else {}
+        self.cache: dict[ObjKey, Cached] = IndexedCache(index_key) if index_key else {}
+        self.keep = keep
         self.drop_managed_fields = drop_managed_fields
         """Cache objects without ``metadata.managedFields`` (for callers that never read it:
         for the objects mcsync writes it is about as large as the rest of the object)."""
         self.synced = asyncio.Event()
         self.relists = 0
-        self._held: dict[ObjKey, list[tuple[Obj | None, Obj | None]]] = {}
+        self._held: dict[ObjKey, list[tuple[Cached | None, Cached | None]]] = {}
         self._done: dict[ObjKey, int | str] = {}
-        self._before: dict[ObjKey, Obj | None] = {}
+        self._before: dict[ObjKey, Cached | None] = {}
         self._log = logs.get("mcsync.informer").bind(kind=res.kind)
 
-    def get(self, namespace: str, name: str) -> Obj | None:
+    def get(self, namespace: str, name: str) -> Cached | None:
         return self.cache.get((namespace, name))
 
     def group(self, group: Hashable) -> frozenset[ObjKey]:
@@ -147,7 +165,7 @@ class Informer:
             for old, new in held:
                 if new is None and done == _DELETED:
                     continue  # the echo of our delete
-                if new is not None and isinstance(done, int) and int(_rv(new) or 0) <= done:
+                if new is not None and isinstance(done, int) and _version(new) <= done:
                     continue  # the echo of our write, or older
                 if self.on_change:
                     self.on_change(old, new)
@@ -160,13 +178,14 @@ class Informer:
         it comes first): only others' changes are."""
         obj.setdefault("apiVersion", self.res.api_version)
         obj.setdefault("kind", self.res.kind)
-        self._slim(obj)
         k = key_of(obj)
+        value = self._slim(obj)
+        version = _version(value)
         old = self.cache.get(k)
-        if old is None or not _rv(old) or not _rv(obj) or int(_rv(obj)) >= int(_rv(old)):
-            self.cache[k] = obj
-        if k in self._held and _rv(obj):
-            self._done[k] = int(_rv(obj))
+        if old is None or not _version(old) or not version or version >= _version(old):
+            self.cache[k] = value
+        if k in self._held and version:
+            self._done[k] = version
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop an object we just deleted; like :meth:`observe`, this is not reported.
@@ -199,13 +218,17 @@ class Informer:
             self.forget(namespace, name)
         return existed
 
-    def _slim(self, obj: Obj) -> None:
+    def _slim(self, obj: Obj) -> Cached:
+        """What the cache holds of ``obj``."""
+        if self.keep is not None:
+            return self.keep(obj)
         if self.drop_managed_fields:
             meta = obj.get("metadata")
             if isinstance(meta, dict):
                 meta.pop("managedFields", None)
+        return obj
 
-    def _report(self, k: ObjKey, old: Obj | None, new: Obj | None) -> None:
+    def _report(self, k: ObjKey, old: Cached | None, new: Cached | None) -> None:
         held = self._held.get(k)
         if held is not None:
             held.append((old, new))
@@ -213,29 +236,35 @@ class Informer:
             self.on_change(old, new)
 
     def _set(self, obj: Obj) -> None:
-        self._slim(obj)
         k = key_of(obj)
         old = self.cache.get(k)
-        if old is not None and _rv(old) and _rv(obj) and int(_rv(obj)) <= int(_rv(old)):
+        version = _version(obj)
+        if old is not None and _version(old) and version and version <= _version(old):
             return  # an older version arriving late, or the version we hold (our own write)
-        self.cache[k] = obj
-        self._report(k, old, obj)
+        value = self._slim(obj)
+        self.cache[k] = value
+        self._report(k, old, value)
 
     async def _relist(self) -> str:
-        items, rv = await self.kube.list(self.res, self.namespace, self.label_selector)
-        for i in items:
-            self._slim(i)
-        fresh = {key_of(i): i for i in items}
+        # What the cache will hold of each object, page by page: with ``keep``, the objects
+        # of a large list are never held all at once.
+        fresh: dict[ObjKey, Cached] = {}
+
+        def take(items: list[Obj]) -> None:
+            for obj in items:
+                fresh[key_of(obj)] = self._slim(obj)
+
+        rv = await self.kube.list_pages(self.res, take, self.namespace, self.label_selector)
         for k in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(k)
             if self.on_change:
                 self.on_change(gone, None)
-        for obj in items:
-            old = self.cache.get(key_of(obj))
-            if old is None or _rv(old) != _rv(obj):
-                self.cache[key_of(obj)] = obj
+        for k, value in fresh.items():
+            old = self.cache.get(k)
+            if old is None or _version(old) != _version(value):
+                self.cache[k] = value
                 if self.on_change:
-                    self.on_change(old, obj)
+                    self.on_change(old, value)
         self.relists += 1
         return rv
 
@@ -277,9 +306,19 @@ class Informer:
 _DELETED: Final = "deleted"
 
 
-def _uid(obj: Obj) -> str:
-    return str(obj.get("metadata", {}).get("uid", ""))
+def _uid(value: Cached) -> object:
+    if isinstance(value, dict):
+        return str(value.get("metadata", {}).get("uid", ""))
+    return value.uid
 
 
 def _rv(obj: Obj) -> str:
     return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
+def _version(value: Cached) -> int:
+    """A cached value's resourceVersion as a number (0: none)."""
+    if isinstance(value, dict):
+        rv = value.get("metadata", {}).get("resourceVersion")
+        return int(rv) if rv else 0
+    return int(value.version)

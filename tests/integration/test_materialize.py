@@ -1,5 +1,6 @@
 """What a subscriber's writes cost: the first drain writes each object once, and a reconcile
-looks only at its own service's objects, however many the cluster holds.
+looks only at its own service's objects, however many the cluster holds; what it keeps of the
+objects it wrote (a digest each) is enough to repair them when someone edits or deletes them.
 
 Real apiservers, real NATS, a real publisher in cluster-1 and a subscriber alone in cluster-2.
 """
@@ -22,6 +23,7 @@ from tests.integration.conftest import (
     api_writes,
     endpoint_slice,
     eventually,
+    holds,
     mcs_slices,
     service,
     service_export,
@@ -160,3 +162,81 @@ async def mcs_slices_all(members: Members, ns: str) -> list[kube.Obj]:
         kube.ENDPOINT_SLICES, ns, f"{plan.LABEL_SLICE_MANAGED_BY}={plan.MANAGED_BY}"
     )
     return items
+
+
+async def merge_patch(k: kube.Kube, res: kube.Resource, ns: str, name: str, body: Any) -> None:
+    """Edit an object as a person would (``kubectl edit``: an update under another manager)."""
+    await k.request(
+        "PATCH", res.path(ns, name), body=body, content_type="application/merge-patch+json"
+    )
+
+
+def _api_writes_all(member: Member) -> float:
+    return sum(api_writes(member, kind) for kind in ("Service", "ServiceImport", "EndpointSlice"))
+
+
+async def test_a_derived_object_someone_edits_or_deletes_is_repaired_and_only_it(
+    members: Members, namespace: str, log: jetstream.EventLog
+) -> None:
+    await export_services(members, namespace, log)
+    member = await materialized(members, namespace)
+    k = members.cs["cluster-2"].kube
+    ns = namespace
+    before = {
+        kind: api_writes(member, kind) for kind in ("Service", "ServiceImport", "EndpointSlice")
+    }
+    slices = {
+        s["metadata"]["labels"][plan.LABEL_SERVICE_NAME]: s
+        for s in await mcs_slices_all(members, ns)
+    }
+    want_endpoints = slices["svc-0"]["endpoints"]
+    old_ip = (await k.get(kube.SERVICES, ns, plan.derived_name(ns, "svc-2")) or {})["spec"][
+        "clusterIP"
+    ]
+
+    # svc-0: its slice's endpoints replaced; svc-1: its import's VIP changed; svc-2: its
+    # derived Service deleted; svc-3: its slice deleted.
+    await merge_patch(
+        k,
+        kube.ENDPOINT_SLICES,
+        ns,
+        slices["svc-0"]["metadata"]["name"],
+        {"endpoints": [{"addresses": ["10.66.6.6"], "conditions": {"ready": True}}]},
+    )
+    await merge_patch(k, kube.SERVICE_IMPORTS, ns, "svc-1", {"spec": {"ips": ["10.66.6.7"]}})
+    await k.delete(kube.SERVICES, ns, plan.derived_name(ns, "svc-2"))
+    await k.delete(kube.ENDPOINT_SLICES, ns, slices["svc-3"]["metadata"]["name"])
+
+    async def repaired() -> bool:
+        now = {
+            s["metadata"]["labels"][plan.LABEL_SERVICE_NAME]: s
+            for s in await mcs_slices_all(members, ns)
+        }
+        if set(now) != set(SERVICES) or now["svc-0"]["endpoints"] != want_endpoints:
+            return False
+        imp1 = await k.get(kube.SERVICE_IMPORTS, ns, "svc-1")
+        derived1 = await k.get(kube.SERVICES, ns, plan.derived_name(ns, "svc-1"))
+        derived2 = await k.get(kube.SERVICES, ns, plan.derived_name(ns, "svc-2"))
+        imp2 = await k.get(kube.SERVICE_IMPORTS, ns, "svc-2")
+        return bool(
+            imp1
+            and derived1
+            and imp1["spec"]["ips"] == derived1["spec"]["clusterIPs"]
+            and derived2
+            and imp2
+            and derived2["spec"]["clusterIP"] != old_ip
+            and imp2["spec"]["ips"] == derived2["spec"]["clusterIPs"]
+        )
+
+    await eventually(repaired)
+    # One write for each repair: svc-0's slice, svc-1's import, svc-2's derived Service and its
+    # import (the new VIP), svc-3's slice; then nothing more.
+    assert api_writes(member, "EndpointSlice") == before["EndpointSlice"] + 2
+    assert api_writes(member, "ServiceImport") == before["ServiceImport"] + 2
+    assert api_writes(member, "Service") == before["Service"] + 1
+    settled = _api_writes_all(member)
+
+    async def no_more_writes() -> bool:
+        return _api_writes_all(member) == settled
+
+    await holds(no_more_writes, 2.0)

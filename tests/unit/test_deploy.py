@@ -14,7 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -710,6 +710,8 @@ def _helm(*args: str) -> subprocess.CompletedProcess[str]:
         "--set=publisher.heartbeatInterval=0",
         "--set=typo=1",
         "--set=singleProcess.typo=1",
+        "--set=subscriber.stateDir.typo=1",
+        "--set=subscriber.stateDir.sizeLimit=lots",
     ],
 )
 def test_the_chart_refuses_values_outside_its_schema(bad: str) -> None:
@@ -927,3 +929,58 @@ def test_the_example_overlay_advertises_the_api_server_in_either_layout(tmp_path
     (container,) = member["spec"]["template"]["spec"]["containers"]
     assert container["args"][0] == "member"
     assert "--api-server-url=https://cluster-1.example.com:6443" in container["args"]
+
+
+# --- the subscriber's state directory (warm restart) ------------------------------------------
+
+
+STATE_VARIANTS: dict[str, Callable[[], list[Obj]]] = {
+    "helm": lambda: helm_objects("--set=subscriber.stateDir.enabled=true"),
+    "helm-member": lambda: helm_objects(
+        "--set=subscriber.stateDir.enabled=true", "--set=singleProcess.enabled=true"
+    ),
+    "kustomize": lambda: kustomize_objects("state-dir"),
+    "kustomize-member": lambda: kustomize_objects("single-process", "state-dir"),
+}
+
+
+@pytest.mark.parametrize("variant", list(STATE_VARIANTS))
+def test_the_state_dir_is_a_volume_of_the_pod_running_the_subscriber_when_asked(
+    variant: str,
+) -> None:
+    from typer.main import get_command
+
+    from engine.cli import app
+
+    deployments = {
+        d["metadata"]["name"]: d for d in of_kind(STATE_VARIANTS[variant](), "Deployment")
+    }
+    subscriber = "mcsync-member" if variant.endswith("member") else "mcsync-subscriber"
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        state_args = [a for a in container["args"] if a.startswith("--state-dir")]
+        mounts = [m for m in container["volumeMounts"] if m["name"] == "state"]
+        volumes = [v for v in pod["volumes"] if v["name"] == "state"]
+        if name != subscriber:  # the publisher's pod keeps no state
+            assert not (state_args or mounts or volumes), name
+            continue
+        assert state_args == ["--state-dir=/var/lib/mcsync"]
+        command = get_command(app).commands[container["args"][0]]  # type: ignore[attr-defined]
+        assert "--state-dir" in {o for p in command.params for o in p.opts}
+        assert mounts == [{"name": "state", "mountPath": "/var/lib/mcsync"}]
+        assert volumes == [{"name": "state", "emptyDir": {"sizeLimit": "1Gi"}}]
+
+
+def test_the_state_dir_is_off_by_default_and_may_be_a_volume_of_ones_own() -> None:
+    for d in of_kind(helm_objects(), "Deployment"):
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        assert not any(a.startswith("--state-dir") for a in container["args"])
+        assert "state" not in {v["name"] for v in d["spec"]["template"]["spec"]["volumes"]}
+    objs = helm_objects(
+        "--set=subscriber.stateDir.enabled=true",
+        "--set=subscriber.stateDir.volume.persistentVolumeClaim.claimName=mcsync-state",
+    )
+    (d,) = [o for o in of_kind(objs, "Deployment") if o["metadata"]["name"] == "mcsync-subscriber"]
+    (volume,) = [v for v in d["spec"]["template"]["spec"]["volumes"] if v["name"] == "state"]
+    assert volume == {"name": "state", "persistentVolumeClaim": {"claimName": "mcsync-state"}}

@@ -62,6 +62,31 @@ member
 - --quiet-seconds={{ .Values.subscriber.quietSeconds }}
 - --burst-quiet-seconds={{ .Values.subscriber.burstQuietSeconds }}
 - --max-delay-seconds={{ .Values.subscriber.maxDelaySeconds }}
+{{- if .Values.subscriber.stateDir.enabled }}
+- --state-dir=/var/lib/mcsync
+{{- end }}
+{{- end -}}
+
+{{/* The subscriber's state volume (subscriber.stateDir), for its pod (or the member's). */}}
+{{- define "mcsync.stateMount" -}}
+{{- if .Values.subscriber.stateDir.enabled }}
+- name: state
+  mountPath: /var/lib/mcsync
+{{- end }}
+{{- end -}}
+
+{{- define "mcsync.stateVolume" -}}
+{{- with .Values.subscriber.stateDir }}
+{{- if .enabled }}
+- name: state
+{{- if .volume }}
+  {{- toYaml .volume | nindent 2 }}
+{{- else }}
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{- define "mcsync.image" -}}
