@@ -278,19 +278,24 @@ class Subscriber:
         now = self.now()
         admitted = self.admitted()
         members = frozenset(inventory.members(self.state))
-        changed = (admitted ^ self._admitted) | (members ^ self._members)
+        turned = admitted ^ self._admitted
+        changed = turned | (members ^ self._members)
         if changed:
             self._admitted = admitted
             self._members = members
             for key, by_cluster in self.state.exports.items():
                 if changed & by_cluster.keys():
                     self._mark(key)
-            for c in changed:
-                self._log.warning(
-                    "member.admitted" if c in admitted else "member.withdrawn",
-                    member=c,
-                    policy=self.settings.staleness_policy,
-                )
+            # Each admission or withdrawal once; only a withdrawal is worth a warning.
+            for c in sorted(turned):
+                if c in admitted:
+                    self._log.info(
+                        "member.admitted", member=c, policy=self.settings.staleness_policy
+                    )
+                else:
+                    self._log.warning(
+                        "member.withdrawn", member=c, policy=self.settings.staleness_policy
+                    )
         health: dict[str, tuple[str, bool]] = {
             c: (
                 inventory.health(r, now, self.lease, self._resumed_at).status,
