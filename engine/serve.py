@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from engine import options, runtime
-from engine.core.errors import ConfigError, SyncError
+from engine.core.errors import ConfigError, SyncError, TransientError
 
 if TYPE_CHECKING:
+    from engine.identity import Identity
     from publishers.membership import ReporterSettings
     from subscribers.subscriber import SubscriberSettings
 
@@ -179,6 +180,31 @@ def run(coro: Coroutine[Any, Any, int | None], report: Callable[[str], None]) ->
         return 1
 
 
+async def wait_for_identity(member_opts: options.Member, max_delay: float = 10.0) -> Identity:
+    """This cluster's id and clusterset, read from its API once it answers.
+
+    A pod that has just started may not reach its API yet (the node's proxy has not routed the
+    ``kubernetes`` Service's address, or the API is restarting): that is transient, and the
+    process waits for it, retrying with backoff, instead of exiting into a restart. A missing or
+    invalid ClusterProperty is a configuration error and ends the process as before.
+    """
+    from engine import identity, kube
+    from engine.observe import logs
+
+    log = logs.get("mcsync")
+    delay = 0.2
+    while True:
+        api = await kube.load_client(member_opts.kubeconfig)
+        try:
+            return await identity.read(kube.Kube(api), member_opts.clusterset)
+        except TransientError as exc:
+            log.warning("kube.waiting", error=str(exc)[:300], retry_seconds=delay)
+        finally:
+            await api.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
 async def serve(
     member_opts: options.Member,
     nats: options.Nats,
@@ -190,15 +216,11 @@ async def serve(
 ) -> int:
     """Run a cluster's publisher and/or subscriber with their health server until one fails
     for good (a configuration error); the runner restarts them after any other failure."""
-    from engine import identity, kube, runner
+    from engine import runner
     from engine.observe import logs
     from engine.observe.health import HealthServer
 
-    api = await kube.load_client(member_opts.kubeconfig)
-    try:
-        me = await identity.read(kube.Kube(api), member_opts.clusterset)
-    finally:
-        await api.close()
+    me = await wait_for_identity(member_opts)
     log = logs.get("mcsync").bind(cluster=me.cluster, clusterset=me.clusterset)
     member = runner.Member(
         cluster=me.cluster,

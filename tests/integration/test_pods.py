@@ -209,7 +209,12 @@ async def test_the_charts_publisher_and_subscriber_run_ready_on_each_node(
             assert pod["spec"]["serviceAccountName"] == f"{RELEASE}-{component}"
             assert _ready(pod), pod["status"]
             (st,) = pod["status"]["containerStatuses"]
-            assert st["ready"] and st["restartCount"] == 0, st
+            if st["restartCount"]:
+                _, before = await nc.kubes[cluster].probe(
+                    f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/log?previous=true"
+                )
+                raise AssertionError(f"{name} restarted: {st}\n{before[-3000:]}")
+            assert st["ready"], st
             assert st["image"] == "docker.io/library/mcsync:0.1.0"
             assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
             # In-cluster configuration: the ServiceAccount's token, no kubeconfig.

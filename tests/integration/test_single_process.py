@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ from tests.integration.conftest import (
     service,
     service_export,
 )
+from tests.integration.test_outages import Cut
 from tests.integration.test_rbac import KINDS, _as, grant, token_kubeconfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_namespaces")]
@@ -217,3 +219,30 @@ def test_a_member_configured_for_another_clusterset_exits_with_a_configuration_e
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert "not-this-one" in out.stderr
+
+
+async def test_a_member_started_before_its_api_answers_waits_for_it(
+    members: Members, running: Running, tmp_path: Path
+) -> None:
+    """A pod's process may start before it can reach its API (the node's proxy has not routed
+    the ``kubernetes`` Service yet, or the API restarts): it waits and becomes ready, it does not
+    exit into a restart."""
+    cs = members.cs
+    config = yaml.safe_load(Path(cs["cluster-1"].kubeconfig).read_text())
+    server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+    assert server.port is not None
+    gate = Cut(server.port)  # nothing listens on its port until it is let through
+    config["clusters"][0]["cluster"]["server"] = f"https://{server.hostname}:{gate.port}"
+    late = tmp_path / "late.kubeconfig"
+    late.write_text(yaml.safe_dump(config))
+    try:
+        port = running.start("cluster-1", cs.nats.url, late, members.clusterset_name)
+        await eventually(
+            lambda: asyncio.sleep(0, "kube.waiting" in running.log("cluster-1")), timeout=30
+        )
+        await asyncio.sleep(2.0)
+        assert all(p.poll() is None for p in running.procs), running.log("cluster-1")[-2000:]
+        await gate.heal()
+        await running.ready(port, timeout=60)
+    finally:
+        await gate.stop()
