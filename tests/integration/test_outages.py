@@ -190,6 +190,27 @@ async def held(
         await asyncio.sleep(interval)
 
 
+async def hub_down_changes_nothing(members: Members, ns: str, hub: NatsServer) -> None:
+    """Stop the hub for ``OUTAGE``: every cluster's objects stay as they were, sampled every
+    second, no process exits; cluster-1 adds an endpoint halfway, which the others must not
+    see yet; cluster-2 and cluster-3 write nothing. The hub stays down."""
+    names = [c.name for c in members.cs.clusters]
+    before = {c: await snapshot(members, c, ns) for c in names}
+    writes_before = {c: writes(members.members[c]) for c in names}
+    hub.stop()
+    await held(
+        members,
+        ns,
+        before,
+        OUTAGE,
+        midway=lambda: members.cs["cluster-1"].kube.create(
+            kube.ENDPOINT_SLICES, endpoint_slice(ns, "hello", "hello-2", ["10.1.0.3"])
+        ),
+    )
+    for c in ("cluster-2", "cluster-3"):
+        assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
+
+
 def writes(m: runner.Member) -> int:
     return m.k8s.writes
 
@@ -202,23 +223,7 @@ async def test_the_hub_down_for_a_minute_changes_nothing_and_recovery_is_quick(
     await exported(members, namespace, "cluster-1", ["10.1.0.1", "10.1.0.2"])
     await eventually(lambda: everywhere(members, namespace, 2), timeout=30)
     await asyncio.sleep(1.5)  # the last status writes land
-    names = [c.name for c in members.cs.clusters]
-    before = {c: await snapshot(members, c, namespace) for c in names}
-    writes_before = {c: writes(members.members[c]) for c in names}
-
-    hub.stop()
-    # A change in cluster-1 while the log is away: one more endpoint.
-    await held(
-        members,
-        namespace,
-        before,
-        OUTAGE,
-        midway=lambda: members.cs["cluster-1"].kube.create(
-            kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"])
-        ),
-    )
-    for c in ("cluster-2", "cluster-3"):
-        assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
+    await hub_down_changes_nothing(members, namespace, hub)
     reasons = [m.not_ready_because() for m in members.members.values()]
     assert all(r is not None and "NATS" in r for r in reasons), reasons
 
@@ -467,22 +472,7 @@ async def test_the_hub_down_for_a_minute_in_the_leaf_layout_changes_nothing(
         await exported(members, namespace, "cluster-1", ["10.1.0.1", "10.1.0.2"])
         await eventually(lambda: everywhere(members, namespace, 2), timeout=60)
         await asyncio.sleep(1.5)
-        names = [c.name for c in members.cs.clusters]
-        before = {c: await snapshot(members, c, namespace) for c in names}
-        writes_before = {c: writes(members.members[c]) for c in names}
-
-        ls.hub.stop()
-        await held(
-            members,
-            namespace,
-            before,
-            OUTAGE,
-            midway=lambda: members.cs["cluster-1"].kube.create(
-                kube.ENDPOINT_SLICES, endpoint_slice(namespace, "hello", "hello-2", ["10.1.0.3"])
-            ),
-        )
-        for c in ("cluster-2", "cluster-3"):
-            assert writes(members.members[c]) == writes_before[c], f"{c} wrote during the outage"
+        await hub_down_changes_nothing(members, namespace, ls.hub)
 
         await ls.hub.restart()
         await eventually(lambda: everywhere(members, namespace, 3), timeout=120, interval=0.2)
