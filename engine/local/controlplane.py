@@ -74,18 +74,25 @@ def ensure_binaries(quiet: bool = False) -> Path:
             "which is not on PATH. Install Go, or set MCSYNC_K8S_BIN to a directory holding "
             "kube-apiserver and etcd."
         )
+    returncode = run_build_script(list(BINARIES), quiet)
+    if returncode != 0 or not have_binaries():
+        raise ConfigError(f"building the control plane failed (exit {returncode})")
+    return bin_dir()
+
+
+def run_build_script(parts: list[str], quiet: bool = False) -> int:
+    """Run the build script for ``parts`` (names as it takes them); its exit status. Its
+    progress lines go to stderr unless ``quiet``."""
     script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
     with resources.as_file(script) as path:
         result = subprocess.run(
-            ["bash", str(path), *BINARIES],
+            ["bash", str(path), *parts],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL if quiet else None,
             text=True,
             check=False,
         )
-    if result.returncode != 0 or not have_binaries():
-        raise ConfigError(f"building the control plane failed (exit {result.returncode})")
-    return bin_dir()
+    return result.returncode
 
 
 @dataclass

@@ -32,7 +32,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import aiohttp
@@ -96,19 +95,10 @@ def ensure_mcsync_image(directory: Path, quiet: bool = False) -> Path:
     return images.oci_archive(layers, out.with_suffix(".oci.tar"), (images.MCSYNC,))
 
 
-def _build(parts: list[str], quiet: bool) -> int:
-    script = resources.files("engine.local") / "scripts" / "build-control-plane.sh"
-    with resources.as_file(script) as path:
-        result = subprocess.run(
-            ["bash", str(path), *parts],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if quiet else None,
-            text=True,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise ConfigError(f"building {' '.join(parts)} failed (exit {result.returncode})")
-    return result.returncode
+def _build(parts: list[str], quiet: bool) -> None:
+    returncode = controlplane.run_build_script(parts, quiet)
+    if returncode != 0:
+        raise ConfigError(f"building {' '.join(parts)} failed (exit {returncode})")
 
 
 def missing_parts() -> list[str]:
